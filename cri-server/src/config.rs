@@ -1,0 +1,163 @@
+//! corrald's configuration: embedded defaults, then the TOML file, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use runtime::image::RegistryConfig;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/corral/config.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+}
+
+/// The whole file. Every field has a default, so an empty file (or none) is a valid config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The CRI socket (`/path` or `unix:///path`).
+    pub listen: String,
+    /// Persistent data: metadata database, content store, snapshots.
+    pub root: PathBuf,
+    /// Runtime state that must not survive a reboot: pinned namespaces, bundles, sockets.
+    pub state: PathBuf,
+    /// `tracing` filter directive (`info`, `debug`, `runtime=debug,info`).
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// Only `cgroupfs` for now; reported to kubelet through RuntimeConfig.
+    pub cgroup_driver: CgroupDriver,
+    pub registry: RegistryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "/run/corral/corral.sock".into(),
+            root: "/var/lib/corral".into(),
+            state: "/run/corral".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load `path`, or the default path when none is given. Only an explicitly named file must
+    /// exist: with no file at the default path the embedded defaults apply.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default())
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text).map_err(|source| ConfigError::Parse { path, source })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The socket path, accepting kubelet's `unix://` form.
+    pub fn socket_path(&self) -> Result<PathBuf, ConfigError> {
+        let p = self.listen.strip_prefix("unix://").unwrap_or(&self.listen);
+        if !p.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "listen: {:?} must be an absolute unix socket path",
+                self.listen
+            )));
+        }
+        Ok(PathBuf::from(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen, "/run/corral/corral.sock");
+        assert_eq!(c.root, PathBuf::from("/var/lib/corral"));
+        assert_eq!(c.state, PathBuf::from("/run/corral"));
+        assert_eq!(
+            c.socket_path().unwrap(),
+            PathBuf::from("/run/corral/corral.sock")
+        );
+    }
+
+    #[test]
+    fn containerd_style_mirrors() {
+        let c = Config::parse(
+            r#"
+            listen = "unix:///tmp/x.sock"
+            log_format = "json"
+            [registry.mirrors."registry.k8s.io"]
+            endpoints = ["http://127.0.0.1:5000"]
+            [registry.mirrors."docker.io"]
+            endpoints = ["http://127.0.0.1:5000", "https://mirror.example"]
+            [registry.configs."127.0.0.1:5443".tls]
+            ca_file = "/etc/corral/ca.pem"
+            [registry.configs."127.0.0.1:5443".auth]
+            username = "u"
+            password = "p"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.socket_path().unwrap(), PathBuf::from("/tmp/x.sock"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.registry.mirrors["docker.io"].endpoints,
+            ["http://127.0.0.1:5000", "https://mirror.example"]
+        );
+        let host = &c.registry.configs["127.0.0.1:5443"];
+        assert_eq!(
+            host.tls.as_ref().and_then(|t| t.ca_file.clone()),
+            Some(PathBuf::from("/etc/corral/ca.pem"))
+        );
+        assert_eq!(host.auth.as_ref().map(|a| a.username.as_str()), Some("u"));
+    }
+
+    #[test]
+    fn unknown_keys_and_relative_sockets_are_errors() {
+        assert!(Config::parse("lisen = \"/x\"").is_err());
+        let c = Config::parse("listen = \"relative.sock\"").unwrap();
+        assert!(c.socket_path().is_err());
+        assert!(Config::load(Some(Path::new("/nonexistent/corral.toml"))).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! proto ↔ runtime types: the only place the two meet.
+
+pub mod image;

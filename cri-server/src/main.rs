@@ -1,0 +1,81 @@
+//! corrald: the Corral CRI daemon. Flags override the config file, which overrides the
+//! embedded defaults; with neither it serves on /run/corral/corral.sock.
+
+mod config;
+mod convert;
+mod instrument;
+mod server;
+mod service;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "corrald", version, about = "Corral: a Kubernetes CRI runtime")]
+struct Cli {
+    /// Config file (TOML). Default: /etc/corral/config.toml when it exists.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// CRI socket path (or unix:///path).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Persistent data directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (tmpfs).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(v) = cli.listen {
+        config.listen = v;
+    }
+    if let Some(v) = cli.root {
+        config.root = v;
+    }
+    if let Some(v) = cli.state {
+        config.state = v;
+    }
+    if let Some(v) = cli.log_level {
+        config.log_level = v;
+    }
+    if let Some(v) = cli.log_format {
+        config.log_format = v;
+    }
+    init_logging(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("corrald")
+        .build()?;
+    let result = rt.block_on(server::run(config));
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "corrald failed");
+    }
+    result
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level)
+        .map_err(|e| anyhow::anyhow!("log_level {:?}: {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}

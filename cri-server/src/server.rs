@@ -1,0 +1,135 @@
+//! Start-up and shutdown: the root lock, the stores, the socket, the gRPC server.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+use proto::server::{ImageServiceServer, RuntimeServiceServer};
+use runtime::image::ImageStore;
+use runtime::store::Db;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::service::CriService;
+
+/// kubelet's own limit for CRI messages; tonic's default of 4 MiB is too small for big lists.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Holds `<root>/corrald.lock` for the life of the daemon, so a second corrald on the same
+/// root stops at once with a clear message instead of corrupting the store.
+pub struct RootLock {
+    _lock: Flock<File>,
+}
+
+impl RootLock {
+    pub fn acquire(root: &Path) -> anyhow::Result<RootLock> {
+        let path = root.join("corrald.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "another corrald (pid {}) is already running with root {}",
+                    owner.trim(),
+                    root.display()
+                );
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        };
+        lock.set_len(0).context("truncating lock file")?;
+        write!(lock, "{}", std::process::id()).context("writing lock file")?;
+        Ok(RootLock { _lock: lock })
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", path.display()))
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let socket = config.socket_path()?;
+    create_dir(&config.root, 0o711)?;
+    create_dir(&config.state, 0o711)?;
+    let _lock = RootLock::acquire(&config.root)?;
+
+    let db = Arc::new(Db::open(&config.root.join("metadata.db"))?);
+    let images = ImageStore::open(&config.root.join("images"), db, config.registry.clone())
+        .context("opening the image store")?;
+    let service = CriService::new(config.clone(), images);
+
+    let listener = bind(&socket)?;
+    tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");
+
+    let result = tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ImageServiceServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    result.context("gRPC server")?;
+    tracing::info!("corrald stopped");
+    Ok(())
+}
+
+/// Bind the CRI socket, mode 0660. We hold the root lock, so a socket file already there is
+/// a leftover of a corrald that died, and is replaced.
+fn bind(socket: &PathBuf) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "replaced stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", socket.display())),
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGINT");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,198 @@
+//! The tonic trait impls: one delegating line per RPC. Each RPC's body lives in its own file
+//! under `runtime/` or `image/`, named `<object>_<verb>.rs`.
+
+mod image;
+mod runtime;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ::runtime::image::ImageStore;
+use proto::server::{ImageService, RuntimeService};
+use tonic::{Request, Response, Status};
+use tracing::info_span;
+
+use crate::config::Config;
+use crate::instrument::unary;
+use crate::status::CriError;
+
+/// Shared by both gRPC services.
+#[derive(Clone)]
+pub struct CriService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    images: ImageStore,
+}
+
+impl CriService {
+    pub fn new(config: Config, images: ImageStore) -> Self {
+        CriService {
+            inner: Arc::new(Inner { config, images }),
+        }
+    }
+
+    fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    fn config(&self) -> &Config {
+        &self.inner.config
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+/// RPCs whose capability has not landed: they say so instead of faking success. Written in
+/// the shape `async_trait` expands to, because an attribute macro cannot see into a
+/// `macro_rules!` invocation.
+macro_rules! not_yet {
+    ($($name:ident($req:ty) -> $resp:ty = $method:literal;)*) => {
+        $(
+            fn $name<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = R<$resp>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(unary($method, info_span!("cri", method = $method), async {
+                    Err(CriError::Unimplemented($method))
+                }))
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriService {
+    async fn version(&self, request: Request<proto::VersionRequest>) -> R<proto::VersionResponse> {
+        unary(
+            "Version",
+            info_span!("cri", method = "Version"),
+            self.version(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn status(&self, request: Request<proto::StatusRequest>) -> R<proto::StatusResponse> {
+        unary(
+            "Status",
+            info_span!("cri", method = "Status"),
+            self.runtime_status(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn runtime_config(
+        &self,
+        request: Request<proto::RuntimeConfigRequest>,
+    ) -> R<proto::RuntimeConfigResponse> {
+        unary(
+            "RuntimeConfig",
+            info_span!("cri", method = "RuntimeConfig"),
+            self.runtime_config(request.into_inner()),
+        )
+        .await
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn futures::Stream<Item = Result<proto::ContainerEventResponse, Status>> + Send>>;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<proto::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
+        Err(CriError::Unimplemented("GetContainerEvents").into())
+    }
+
+    not_yet! {
+        run_pod_sandbox(proto::RunPodSandboxRequest) -> proto::RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(proto::StopPodSandboxRequest) -> proto::StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(proto::RemovePodSandboxRequest) -> proto::RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(proto::PodSandboxStatusRequest) -> proto::PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(proto::ListPodSandboxRequest) -> proto::ListPodSandboxResponse = "ListPodSandbox";
+        create_container(proto::CreateContainerRequest) -> proto::CreateContainerResponse = "CreateContainer";
+        start_container(proto::StartContainerRequest) -> proto::StartContainerResponse = "StartContainer";
+        stop_container(proto::StopContainerRequest) -> proto::StopContainerResponse = "StopContainer";
+        remove_container(proto::RemoveContainerRequest) -> proto::RemoveContainerResponse = "RemoveContainer";
+        list_containers(proto::ListContainersRequest) -> proto::ListContainersResponse = "ListContainers";
+        container_status(proto::ContainerStatusRequest) -> proto::ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(proto::UpdateContainerResourcesRequest) -> proto::UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(proto::ReopenContainerLogRequest) -> proto::ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(proto::ExecSyncRequest) -> proto::ExecSyncResponse = "ExecSync";
+        exec(proto::ExecRequest) -> proto::ExecResponse = "Exec";
+        attach(proto::AttachRequest) -> proto::AttachResponse = "Attach";
+        port_forward(proto::PortForwardRequest) -> proto::PortForwardResponse = "PortForward";
+        container_stats(proto::ContainerStatsRequest) -> proto::ContainerStatsResponse = "ContainerStats";
+        list_container_stats(proto::ListContainerStatsRequest) -> proto::ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(proto::PodSandboxStatsRequest) -> proto::PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest) -> proto::ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        update_runtime_config(proto::UpdateRuntimeConfigRequest) -> proto::UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
+        checkpoint_container(proto::CheckpointContainerRequest) -> proto::CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(proto::ListMetricDescriptorsRequest) -> proto::ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(proto::ListPodSandboxMetricsRequest) -> proto::ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
+
+/// The image named in a request, for the span.
+fn image_name(spec: &Option<proto::ImageSpec>) -> &str {
+    spec.as_ref().map_or("", |s| s.image.as_str())
+}
+
+#[tonic::async_trait]
+impl ImageService for CriService {
+    async fn list_images(
+        &self,
+        request: Request<proto::ListImagesRequest>,
+    ) -> R<proto::ListImagesResponse> {
+        unary(
+            "ListImages",
+            info_span!("cri", method = "ListImages"),
+            self.list_images(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<proto::ImageStatusRequest>,
+    ) -> R<proto::ImageStatusResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "ImageStatus", image = %image_name(&req.image));
+        unary("ImageStatus", span, self.image_status(req)).await
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<proto::PullImageRequest>,
+    ) -> R<proto::PullImageResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "PullImage", image = %image_name(&req.image));
+        unary("PullImage", span, self.pull_image(req)).await
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<proto::RemoveImageRequest>,
+    ) -> R<proto::RemoveImageResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "RemoveImage", image = %image_name(&req.image));
+        unary("RemoveImage", span, self.remove_image(req)).await
+    }
+
+    async fn image_fs_info(
+        &self,
+        request: Request<proto::ImageFsInfoRequest>,
+    ) -> R<proto::ImageFsInfoResponse> {
+        unary(
+            "ImageFsInfo",
+            info_span!("cri", method = "ImageFsInfo"),
+            self.image_fs_info(request.into_inner()),
+        )
+        .await
+    }
+}

@@ -1,0 +1,5 @@
+//! RuntimeService RPCs, one file each.
+
+mod runtime_config;
+mod status;
+mod version;

@@ -1,0 +1,1 @@
+//! Pod networking (bridge, veth, IPAM, NAT) lands with the sandbox issue.

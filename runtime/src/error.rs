@@ -1,0 +1,83 @@
+//! The runtime's error type. Every error carries a [`ErrorKind`]; `cri-server` maps kinds to
+//! gRPC codes in exactly one place, so handlers never pick a code themselves.
+
+use std::path::PathBuf;
+
+use crate::image::registry::RegistryError;
+use crate::image::unpack::UnpackError;
+
+/// What went wrong, in the terms a CRI client acts on (containerd's errdefs, narrowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed; `field` names the offending request field.
+    InvalidArgument {
+        field: String,
+    },
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    /// A dependency (a registry, the kernel) is not reachable or refused for now.
+    Unavailable,
+    /// The registry wants credentials we do not have, or rejected the ones we sent.
+    Unauthenticated,
+    /// Content failed verification (digest or size mismatch, hostile layer).
+    DataLoss,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        digest: String,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("content {digest} failed verification: {reason}")]
+    Verification { digest: String, reason: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata store: {0}")]
+    Store(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument { field, .. } => ErrorKind::InvalidArgument {
+                field: field.clone(),
+            },
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Registry(e) => e.kind(),
+            Error::Unpack { .. } | Error::Verification { .. } => ErrorKind::DataLoss,
+            Error::Io { .. } | Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
