@@ -19,6 +19,8 @@ use crate::service::CriService;
 
 /// kubelet's own limit for CRI messages; tonic's default of 4 MiB is too small for big lists.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// How long in-flight calls may run after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Holds `<root>/corrald.lock` for the life of the daemon, so a second corrald on the same
 /// root stops at once with a clear message instead of corrupting the store.
@@ -75,7 +77,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = bind(&socket)?;
     tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");
 
-    let result = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(
             RuntimeServiceServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -86,8 +89,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    // kubelet never closes its connection, so a graceful stop cannot wait for clients to
+    // leave: in-flight calls get a grace period, then the process exits.
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!("grace period over; closing remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
     let _ = std::fs::remove_file(&socket);
     result.context("gRPC server")?;
     tracing::info!("corrald stopped");

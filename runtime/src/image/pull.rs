@@ -152,7 +152,8 @@ impl ImageStore {
         desc: &Descriptor,
         diff_id: &str,
     ) -> Result<()> {
-        let _layer = self.content.lock(diff_id).await;
+        // Distinct keys: an uncompressed layer's blob digest is its diff id.
+        let _layer = self.content.lock(&format!("snapshot/{diff_id}")).await;
         if self.snapshots.contains(diff_id) {
             return Ok(());
         }
@@ -161,7 +162,7 @@ impl ImageStore {
             return Err(invalid_content(format!("layer {} too large", desc.digest)));
         }
         {
-            let _blob = self.content.lock(&desc.digest).await;
+            let _blob = self.content.lock(&format!("blob/{}", desc.digest)).await;
             if !self.content.contains(&desc.digest) {
                 let ingest = self.content.ingest_path(&desc.digest);
                 let fetched = session.blob_to_file(&desc.digest, size, &ingest).await;
@@ -172,6 +173,7 @@ impl ImageStore {
                     let _ = std::fs::remove_file(&ingest);
                     return Err(e);
                 }
+                tracing::info!(digest = %desc.digest, bytes = size, "layer fetched");
             }
         }
         let blob = self.content.path(&desc.digest);

@@ -283,8 +283,17 @@ impl Registry {
             base: format!("https://{upstream}"),
             host: domain.to_string(),
         };
+        let plain = Endpoint {
+            base: upstream.base.replacen("https://", "http://", 1),
+            host: domain.to_string(),
+        };
         if !out.iter().any(|e| e.base == upstream.base) {
             out.push(upstream);
+        }
+        // Like Docker and containerd, a registry on the loopback may speak plain HTTP: try
+        // TLS first, then HTTP.
+        if is_loopback_host(domain) && !out.iter().any(|e| e.base == plain.base) {
+            out.push(plain);
         }
         out
     }
@@ -643,6 +652,18 @@ impl Session<'_> {
     }
 }
 
+fn is_loopback_host(domain: &str) -> bool {
+    let host = match domain.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => h,
+        _ => domain,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -820,6 +841,18 @@ mod tests {
         );
         let eps: Vec<_> = r.endpoints("quay.io").into_iter().map(|e| e.base).collect();
         assert_eq!(eps, ["https://quay.io"]);
+        let eps: Vec<_> = r
+            .endpoints("127.0.0.1:5000")
+            .into_iter()
+            .map(|e| e.base)
+            .collect();
+        assert_eq!(eps, ["https://127.0.0.1:5000", "http://127.0.0.1:5000"]);
+        let eps: Vec<_> = r
+            .endpoints("localhost")
+            .into_iter()
+            .map(|e| e.base)
+            .collect();
+        assert_eq!(eps, ["https://localhost", "http://localhost"]);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Snapshots {
             return Err(Error::Verification {
                 digest: diff_id.to_string(),
                 reason: format!(
-                    "uncompressed layer hashes to {got}, the image config says {diff_id}"
+                    "diff_id mismatch: the uncompressed layer hashes to {got}, the image config says {diff_id}"
                 ),
             });
         }
