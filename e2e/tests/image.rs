@@ -193,8 +193,10 @@ async fn registries_indexes_lists_and_zstd() -> Result<()> {
     };
     // An OCI index with two platforms: the host's is chosen.
     let host = Image::busybox(ImageConfig::default())?;
-    let mut foreign_cfg = ImageConfig::default();
-    foreign_cfg.architecture = Platform::foreign().architecture;
+    let foreign_cfg = ImageConfig {
+        architecture: Platform::foreign().architecture,
+        ..ImageConfig::default()
+    };
     let foreign = Image {
         layers: vec![Layer::builder()
             .file("foreign", "x", 0o644)

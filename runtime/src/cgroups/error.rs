@@ -1,0 +1,77 @@
+//! The cgroup manager's error, folded into [`crate::Error`] with its kind kept.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::error::ErrorKind;
+
+/// The request field that names a pod's or container's cgroup.
+pub const PATH_FIELD: &str = "linux.cgroup_parent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// The cgroup path is not one we accept (see [`super::validate_path`]).
+    #[error("invalid {PATH_FIELD} {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    /// A resource value is malformed or contradicts another one.
+    #[error("invalid {field}: {reason}")]
+    InvalidResource { field: &'static str, reason: String },
+    /// A limit was asked for that no mounted hierarchy can enforce.
+    #[error("{field} needs the cgroup controller {controller:?}, which is not available for this cgroup on this host")]
+    ControllerUnavailable {
+        controller: String,
+        field: &'static str,
+    },
+    /// No cgroup filesystem is mounted at all.
+    #[error("no cgroup hierarchy is mounted")]
+    NoHierarchy,
+    #[error("cgroup {path} not found")]
+    NotFound { path: String },
+    /// The cgroup still has processes or child cgroups.
+    #[error("cgroup {path} is busy: {reason}")]
+    Busy { path: String, reason: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parsing {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+impl CgroupError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CgroupError::InvalidPath { .. } => ErrorKind::InvalidArgument {
+                field: PATH_FIELD.to_string(),
+            },
+            CgroupError::InvalidResource { field, .. } => ErrorKind::InvalidArgument {
+                field: (*field).to_string(),
+            },
+            CgroupError::NotFound { .. } => ErrorKind::NotFound,
+            CgroupError::ControllerUnavailable { .. }
+            | CgroupError::NoHierarchy
+            | CgroupError::Busy { .. } => ErrorKind::FailedPrecondition,
+            CgroupError::Io { .. } | CgroupError::Parse { .. } => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| CgroupError::Io { op, path, source }
+    }
+
+    /// The errno of an I/O failure, if this is one.
+    pub(crate) fn errno(&self) -> Option<i32> {
+        match self {
+            CgroupError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}

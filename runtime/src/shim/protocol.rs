@@ -1,0 +1,271 @@
+//! The wire protocol between corrald and `corral-shim`.
+//!
+//! Newline-delimited JSON over the unix socket `<dir>/shim.sock`: each request is one line,
+//! each answer is one line, in order, several requests per connection and several
+//! connections at once. A request is an object tagged by `op`:
+//!
+//! ```text
+//! {"op":"ping"}                    -> {"ok":true,"pid":41,"pause_pid":42}
+//! {"op":"status"}                  -> {"ok":true,"pid":41,"pod_id":"..","pause_pid":42,"processes":[..]}
+//! {"op":"shutdown","grace_ms":500} -> {"ok":true}            (then the shim exits)
+//! anything that fails              -> {"ok":false,"error":"..","kind":"invalid_argument","field":"op"}
+//! ```
+//!
+//! Success answers are `{"ok":true}` merged with the op's reply struct ([`PingReply`],
+//! [`StatusReply`], [`Empty`]); failures are [`ErrorReply`]. A reader looks at `ok` first,
+//! then decodes the rest as the reply type of the op it sent; unknown fields are ignored
+//! both ways, so either side may add optional fields without breaking the other.
+//!
+//! Container operations slot in as new [`Request`] variants with their own reply structs,
+//! keyed by an `id` the shim tracks in its process table ([`ProcessStatus::id`]):
+//! `create_container {id, bundle, exit_file, log_path, tty, stdin, ...}`,
+//! `start_container {id}`, `exec {id, container_id, args, env, cwd, timeout_ms, ...}`,
+//! `kill {id, signal}`, `wait {id}` (answered when the process exits), and
+//! `reopen_log {id}`. An op may defer its answer (as `shutdown` does); the shim keeps
+//! serving other connections meanwhile, and answers on one connection stay in request order.
+//!
+//! The same JSON line is the shim's readiness report on its ready pipe: a ping answer on
+//! success, an [`ErrorReply`] on failure.
+
+use serde::{Deserialize, Serialize};
+
+/// The socket the shim listens on, inside its pod state dir.
+pub const SOCKET_FILE: &str = "shim.sock";
+/// The shim's pid, written atomically once it is about to serve.
+pub const PID_FILE: &str = "shim.pid";
+/// Pins the pod's PID namespace (a bind mount of the pause's `/proc/<pid>/ns/pid`).
+pub const PIDNS_FILE: &str = "pidns";
+/// Environment variable naming the fd the shim reports readiness on (default: 1).
+pub const READY_FD_ENV: &str = "CORRAL_SHIM_READY_FD";
+/// The process name (`/proc/<pid>/comm`) of every shim.
+pub const SHIM_COMM: &str = "corral-shim";
+/// The process name of the pause.
+pub const PAUSE_COMM: &str = "corral-pause";
+/// The longest request or answer line either side accepts.
+pub const MAX_LINE: usize = 1 << 20;
+/// The [`ProcessStatus::id`] of the pause.
+pub const PAUSE_ID: &str = "pause";
+
+/// One request line. New operations are new variants; the tag is the `op` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and identity: answers [`PingReply`].
+    Ping,
+    /// The process table: answers [`StatusReply`].
+    Status,
+    /// Stop the pod's processes and exit: SIGTERM everything the shim started, SIGKILL
+    /// what is left after `grace_ms`, unpin the PID namespace, answer [`Empty`], exit.
+    Shutdown {
+        #[serde(default)]
+        grace_ms: u64,
+    },
+}
+
+impl Request {
+    /// The op name, as it appears on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Status => "status",
+            Request::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
+/// A success answer: `{"ok":true}` merged with the op's reply.
+#[derive(Debug, Serialize)]
+pub struct Success<'a, T: Serialize> {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub reply: &'a T,
+}
+
+impl<'a, T: Serialize> Success<'a, T> {
+    pub fn new(reply: &'a T) -> Self {
+        Success { ok: true, reply }
+    }
+}
+
+/// A reply with nothing to say beyond `ok`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Answer to [`Request::Ping`] (and the readiness report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// The shim's pid.
+    pub pid: i32,
+    /// The pause's host pid, when the pod shares its PID namespace and the pause is alive.
+    pub pause_pid: Option<i32>,
+}
+
+/// Answer to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub pid: i32,
+    pub pod_id: String,
+    pub pause_pid: Option<i32>,
+    /// True once a shutdown (or SIGTERM) has begun.
+    #[serde(default)]
+    pub stopping: bool,
+    /// Every process the shim started and tracks, live or exited.
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// One tracked process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// [`PAUSE_ID`] for the pause; a container or exec id later.
+    pub id: String,
+    /// Host pid.
+    pub pid: i32,
+    /// Where the exit is recorded on disk, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_file: Option<std::path::PathBuf>,
+    /// None while the process runs.
+    pub exit: Option<ExitStatus>,
+}
+
+/// How a process ended; also the content of an exit file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub pid: i32,
+    /// The exit code, or 128 + the signal that killed it.
+    pub exit_code: i32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// RFC 3339 UTC with nanoseconds.
+    pub finished_at: String,
+}
+
+/// A failure answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Always false.
+    pub ok: bool,
+    pub error: String,
+    pub kind: ErrorCode,
+    /// The request field at fault, for [`ErrorCode::InvalidArgument`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorReply {
+    pub fn new(kind: ErrorCode, error: impl Into<String>) -> Self {
+        ErrorReply {
+            ok: false,
+            error: error.into(),
+            kind,
+            field: None,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> Self {
+        ErrorReply {
+            field: Some(field.into()),
+            ..ErrorReply::new(ErrorCode::InvalidArgument, error)
+        }
+    }
+}
+
+/// The kind of a failure, mirroring `crate::ErrorKind` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unavailable,
+    /// Also what an unknown code from a newer shim decodes as.
+    #[serde(other)]
+    Internal,
+}
+
+/// Encode a success answer as one line (with its newline).
+pub fn encode_success<T: Serialize>(reply: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Success::new(reply))
+        .unwrap_or_else(|e| encode_error(&ErrorReply::new(ErrorCode::Internal, e.to_string())));
+    if line.last() != Some(&b'\n') {
+        line.push(b'\n');
+    }
+    line
+}
+
+/// Encode a failure answer as one line (with its newline).
+pub fn encode_error(err: &ErrorReply) -> Vec<u8> {
+    let mut line = serde_json::to_vec(err).unwrap_or_else(|_| {
+        br#"{"ok":false,"error":"unencodable error","kind":"internal"}"#.to_vec()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// Decode one answer line as the reply of the op that was sent.
+pub fn decode_answer<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, AnswerError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| AnswerError::Malformed(e.to_string()))?;
+    match value.get("ok").and_then(|ok| ok.as_bool()) {
+        Some(true) => serde_json::from_value(value).map_err(|e| AnswerError::Malformed(e.to_string())),
+        Some(false) => Err(AnswerError::Refused(
+            serde_json::from_value(value).map_err(|e| AnswerError::Malformed(e.to_string()))?,
+        )),
+        None => Err(AnswerError::Malformed("answer has no boolean `ok`".into())),
+    }
+}
+
+/// Why an answer line did not decode into a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerError {
+    /// Not JSON, or not the reply shape expected.
+    Malformed(String),
+    /// The shim answered `ok: false`.
+    Refused(ErrorReply),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_on_the_wire() {
+        let cases: &[(&str, Request)] = &[
+            (r#"{"op":"ping"}"#, Request::Ping),
+            (r#"{"op":"status"}"#, Request::Status),
+            (r#"{"op":"shutdown","grace_ms":250}"#, Request::Shutdown { grace_ms: 250 }),
+            (r#"{"op":"shutdown"}"#, Request::Shutdown { grace_ms: 0 }),
+            (r#"{"grace_ms":7,"op":"shutdown","later":1}"#, Request::Shutdown { grace_ms: 7 }),
+        ];
+        for (line, want) in cases {
+            let got: Request = serde_json::from_str(line).unwrap();
+            assert_eq!(&got, want, "{line}");
+            let again: Request = serde_json::from_slice(&serde_json::to_vec(want).unwrap()).unwrap();
+            assert_eq!(&again, want);
+        }
+        for bad in [r#"{"op":"frobnicate"}"#, r#"{"no":"op"}"#, "[1]", "ping", r#"{"op":"shutdown","grace_ms":-1}"#] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_on_the_wire() {
+        let ping = PingReply { pid: 5, pause_pid: None };
+        let line = encode_success(&ping);
+        assert_eq!(line, b"{\"ok\":true,\"pid\":5,\"pause_pid\":null}\n");
+        assert_eq!(decode_answer::<PingReply>(&line).unwrap(), ping);
+        assert_eq!(encode_success(&Empty {}), b"{\"ok\":true}\n");
+        assert_eq!(decode_answer::<Empty>(b"{\"ok\":true}").unwrap(), Empty {});
+
+        let err = ErrorReply::invalid("op", "unknown op");
+        let line = encode_error(&err);
+        assert_eq!(decode_answer::<Empty>(&line), Err(AnswerError::Refused(err)));
+        let newer = br#"{"ok":false,"error":"x","kind":"resource_exhausted"}"#;
+        match decode_answer::<Empty>(newer) {
+            Err(AnswerError::Refused(e)) => assert_eq!(e.kind, ErrorCode::Internal),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode_answer::<Empty>(b"{}"), Err(AnswerError::Malformed(_))));
+        assert!(matches!(decode_answer::<PingReply>(b"{\"ok\":true}"), Err(AnswerError::Malformed(_))));
+    }
+}
