@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use runtime::image::RegistryConfig;
+use runtime::sandbox::NetworkConfig;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/corral/config.toml";
@@ -36,6 +37,8 @@ pub struct Config {
     /// Only `cgroupfs` for now; reported to kubelet through RuntimeConfig.
     pub cgroup_driver: CgroupDriver,
     pub registry: RegistryConfig,
+    /// The pod bridge and its subnet.
+    pub network: NetworkConfig,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
             registry: RegistryConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }

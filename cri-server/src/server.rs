@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
 use proto::server::{ImageServiceServer, RuntimeServiceServer};
 use runtime::image::ImageStore;
+use runtime::sandbox::Sandboxes;
 use runtime::store::Db;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -70,9 +71,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _lock = RootLock::acquire(&config.root)?;
 
     let db = Arc::new(Db::open(&config.root.join("metadata.db"))?);
-    let images = ImageStore::open(&config.root.join("images"), db, config.registry.clone())
-        .context("opening the image store")?;
-    let service = CriService::new(config.clone(), images);
+    let images = ImageStore::open(
+        &config.root.join("images"),
+        db.clone(),
+        config.registry.clone(),
+    )
+    .context("opening the image store")?;
+    let sandboxes = Sandboxes::open(&config.state, db, config.network.clone())
+        .await
+        .context("opening the sandbox store")?;
+    let service = CriService::new(config.clone(), images, sandboxes);
 
     let listener = bind(&socket)?;
     tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");

@@ -16,6 +16,8 @@ pub struct Daemon {
     pub state: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The pod bridge this daemon made, removed with its NAT table when the daemon goes.
+    bridge: Option<String>,
 }
 
 /// The corrald binary: `$CORRALD`, or the one cargo built next to this test binary.
@@ -40,8 +42,29 @@ pub fn corrald_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl Daemon {
-    /// Start corrald with `extra` appended to its config file.
+    /// Start corrald with `extra` appended to its config file. Without a `[network]` table
+    /// of its own, each daemon gets a bridge and /24 derived from its process and a counter,
+    /// so daemons of tests running in parallel never share one.
     pub async fn start(extra: &str) -> anyhow::Result<Daemon> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let (extra, bridge) = if extra.contains("[network]") {
+            let bridge = extra
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("bridge = "))
+                .map(|b| b.trim_matches('"').to_string());
+            (extra.to_string(), bridge)
+        } else {
+            let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200;
+            let bridge = format!("crtd{n}");
+            (
+                format!(
+                    "{extra}\n[network]\nbridge = \"{bridge}\"\nsubnet = \"10.212.{n}.0/24\"\n"
+                ),
+                Some(bridge),
+            )
+        };
+        let extra = extra.as_str();
         let dir = tempfile::Builder::new().prefix("corral-e2e-").tempdir()?;
         let socket = dir.path().join("corral.sock");
         let root = dir.path().join("root");
@@ -63,6 +86,7 @@ impl Daemon {
             state,
             config,
             log,
+            bridge,
         };
         d.spawn().await?;
         Ok(d)
@@ -167,9 +191,51 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Pods outlive corrald by design, so a test that failed half-way would leave them: remove
+    /// every pod through the CRI first (on a thread of its own, since this may run inside the
+    /// test's runtime), then stop the daemon, then drop the pod bridge and its nftables table.
     fn drop(&mut self) {
+        if self.child.is_some() {
+            let socket = self.socket.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(remove_all_pods(&socket))
+            })
+            .join();
+        }
         if self.child.is_some() && self.stop().is_err() {
             self.kill9();
         }
+        if let Some(bridge) = self.bridge.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(network::cleanup_all(&bridge))
+                    .map_err(anyhow::Error::from)
+            })
+            .join();
+        }
     }
+}
+
+async fn remove_all_pods(socket: &Path) -> anyhow::Result<()> {
+    let mut c = Cri::connect(socket).await?;
+    let pods = c
+        .runtime
+        .list_pod_sandbox(proto::ListPodSandboxRequest { filter: None })
+        .await?
+        .into_inner()
+        .items;
+    for p in pods {
+        let _ = c
+            .runtime
+            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+                pod_sandbox_id: p.id,
+            })
+            .await;
+    }
+    Ok(())
 }

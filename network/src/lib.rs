@@ -75,7 +75,7 @@ impl Default for NetworkConfig {
 }
 
 /// Transport protocol of a port mapping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     #[default]
     Tcp,
@@ -95,7 +95,7 @@ impl Protocol {
 
 /// A CRI port mapping: `host_ip:host_port` on the host → `container_port` in the pod.
 /// A `host_port` of 0 means no host port (kubelet sends those for plain containerPorts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     pub protocol: Protocol,
     pub container_port: u16,

@@ -31,8 +31,20 @@ pub enum Error {
     InvalidArgument { field: String, reason: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Network(#[from] network::Error),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Shim(#[from] crate::shim_client::ShimError),
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
         digest: String,
@@ -61,7 +73,21 @@ impl Error {
                 field: field.clone(),
             },
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Network(e) => match e.kind() {
+                network::ErrorKind::InvalidArgument { field } => {
+                    ErrorKind::InvalidArgument { field }
+                }
+                network::ErrorKind::NotFound => ErrorKind::NotFound,
+                network::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                network::ErrorKind::Unavailable => ErrorKind::Unavailable,
+                network::ErrorKind::Internal => ErrorKind::Internal,
+            },
             Error::Registry(e) => e.kind(),
+            Error::Cgroup(e) => e.kind(),
+            Error::Shim(e) => e.kind(),
             Error::Unpack { .. } | Error::Verification { .. } => ErrorKind::DataLoss,
             Error::Io { .. } | Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
         }

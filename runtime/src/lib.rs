@@ -2,8 +2,13 @@
 //! Knows nothing of gRPC; `cri-server` converts at its edge.
 #![deny(unsafe_code)]
 
+pub mod cgroups;
 pub mod error;
 pub mod image;
+pub mod locks;
+pub mod sandbox;
+pub mod shim;
+pub mod shim_client;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ::runtime::image::ImageStore;
+use ::runtime::sandbox::Sandboxes;
 use proto::server::{ImageService, RuntimeService};
 use tonic::{Request, Response, Status};
 use tracing::info_span;
@@ -25,13 +26,22 @@ pub struct CriService {
 struct Inner {
     config: Config,
     images: ImageStore,
+    sandboxes: Sandboxes,
 }
 
 impl CriService {
-    pub fn new(config: Config, images: ImageStore) -> Self {
+    pub fn new(config: Config, images: ImageStore, sandboxes: Sandboxes) -> Self {
         CriService {
-            inner: Arc::new(Inner { config, images }),
+            inner: Arc::new(Inner {
+                config,
+                images,
+                sandboxes,
+            }),
         }
+    }
+
+    fn sandboxes(&self) -> &Sandboxes {
+        &self.inner.sandboxes
     }
 
     fn images(&self) -> &ImageStore {
@@ -99,6 +109,74 @@ impl RuntimeService for CriService {
         .await
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<proto::RunPodSandboxRequest>,
+    ) -> R<proto::RunPodSandboxResponse> {
+        let req = request.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default();
+        let span = info_span!("cri", method = "RunPodSandbox", pod_name = %name);
+        unary("RunPodSandbox", span, self.run_pod_sandbox(req)).await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<proto::StopPodSandboxRequest>,
+    ) -> R<proto::StopPodSandboxResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "StopPodSandbox", pod = %req.pod_sandbox_id);
+        unary("StopPodSandbox", span, self.stop_pod_sandbox(req)).await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<proto::RemovePodSandboxRequest>,
+    ) -> R<proto::RemovePodSandboxResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "RemovePodSandbox", pod = %req.pod_sandbox_id);
+        unary("RemovePodSandbox", span, self.remove_pod_sandbox(req)).await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<proto::PodSandboxStatusRequest>,
+    ) -> R<proto::PodSandboxStatusResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "PodSandboxStatus", pod = %req.pod_sandbox_id);
+        unary("PodSandboxStatus", span, self.pod_sandbox_status(req)).await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<proto::ListPodSandboxRequest>,
+    ) -> R<proto::ListPodSandboxResponse> {
+        let span = info_span!("cri", method = "ListPodSandbox");
+        unary(
+            "ListPodSandbox",
+            span,
+            self.list_pod_sandbox(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<proto::UpdateRuntimeConfigRequest>,
+    ) -> R<proto::UpdateRuntimeConfigResponse> {
+        let span = info_span!("cri", method = "UpdateRuntimeConfig");
+        unary(
+            "UpdateRuntimeConfig",
+            span,
+            self.update_runtime_config(request.into_inner()),
+        )
+        .await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn futures::Stream<Item = Result<proto::ContainerEventResponse, Status>> + Send>>;
 
@@ -110,11 +188,6 @@ impl RuntimeService for CriService {
     }
 
     not_yet! {
-        run_pod_sandbox(proto::RunPodSandboxRequest) -> proto::RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(proto::StopPodSandboxRequest) -> proto::StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(proto::RemovePodSandboxRequest) -> proto::RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(proto::PodSandboxStatusRequest) -> proto::PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(proto::ListPodSandboxRequest) -> proto::ListPodSandboxResponse = "ListPodSandbox";
         create_container(proto::CreateContainerRequest) -> proto::CreateContainerResponse = "CreateContainer";
         start_container(proto::StartContainerRequest) -> proto::StartContainerResponse = "StartContainer";
         stop_container(proto::StopContainerRequest) -> proto::StopContainerResponse = "StopContainer";
@@ -131,7 +204,6 @@ impl RuntimeService for CriService {
         list_container_stats(proto::ListContainerStatsRequest) -> proto::ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(proto::PodSandboxStatsRequest) -> proto::PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest) -> proto::ListPodSandboxStatsResponse = "ListPodSandboxStats";
-        update_runtime_config(proto::UpdateRuntimeConfigRequest) -> proto::UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(proto::CheckpointContainerRequest) -> proto::CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(proto::ListMetricDescriptorsRequest) -> proto::ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(proto::ListPodSandboxMetricsRequest) -> proto::ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";

@@ -22,6 +22,10 @@ pub enum CgroupError {
         controller: String,
         field: &'static str,
     },
+    /// The controller is there but this kernel lacks the file a limit needs
+    /// (`memory.memsw.limit_in_bytes` without swap accounting).
+    #[error("{field} needs {file}, which this kernel does not offer")]
+    Unsupported { file: String, field: &'static str },
     /// No cgroup filesystem is mounted at all.
     #[error("no cgroup hierarchy is mounted")]
     NoHierarchy,
@@ -52,6 +56,7 @@ impl CgroupError {
             },
             CgroupError::NotFound { .. } => ErrorKind::NotFound,
             CgroupError::ControllerUnavailable { .. }
+            | CgroupError::Unsupported { .. }
             | CgroupError::NoHierarchy
             | CgroupError::Busy { .. } => ErrorKind::FailedPrecondition,
             CgroupError::Io { .. } | CgroupError::Parse { .. } => ErrorKind::Internal,
@@ -61,14 +66,6 @@ impl CgroupError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| CgroupError::Io { op, path, source }
-    }
-
-    /// The errno of an I/O failure, if this is one.
-    pub(crate) fn errno(&self) -> Option<i32> {
-        match self {
-            CgroupError::Io { source, .. } => source.raw_os_error(),
-            _ => None,
-        }
     }
 
     pub(crate) fn is_not_found(&self) -> bool {

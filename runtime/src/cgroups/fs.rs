@@ -23,9 +23,11 @@ pub(crate) fn read_opt(path: &Path) -> Result<Option<String>> {
 }
 
 /// Writes `value` to an existing file in one `write(2)`, as the kernel wants.
+/// (`O_TRUNC`, as runc opens them: cgroupfs ignores it, fixtures need it.)
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(path)
         .map_err(CgroupError::io("open", path))?;
     f.write_all(value.as_bytes())

@@ -289,7 +289,9 @@ mod tests {
             assert_eq!(l.mode, c.mode, "{}", c.name);
             assert_eq!(l.unified.as_deref(), c.unified.map(Path::new), "{}", c.name);
             let want: BTreeMap<String, PathBuf> =
-                c.v1.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
+                c.v1.iter()
+                    .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+                    .collect();
             assert_eq!(l.v1, want, "{}", c.name);
         }
     }
@@ -304,7 +306,10 @@ mod tests {
     #[test]
     fn hugetlb_on_the_unified_side_of_a_hybrid_host() {
         let mut l = parse_mountinfo(HYBRID);
-        assert!(!l.hugetlb_on_unified(), "not until cgroup.controllers lists it");
+        assert!(
+            !l.hugetlb_on_unified(),
+            "not until cgroup.controllers lists it"
+        );
         l.unified_controllers.insert("hugetlb".into());
         assert!(l.hugetlb_on_unified());
         let mut legacy = parse_mountinfo(LEGACY_COMOUNTED);

@@ -154,10 +154,15 @@ fn invalid(field: &'static str, reason: String) -> CgroupError {
 }
 
 fn check_cpuset(field: &'static str, v: &str) -> Result<()> {
-    if v.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'-') {
+    if v.bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+    {
         Ok(())
     } else {
-        Err(invalid(field, format!("{v:?} is not a cpu/node list like 0-3,7")))
+        Err(invalid(
+            field,
+            format!("{v:?} is not a cpu/node list like 0-3,7"),
+        ))
     }
 }
 
@@ -169,7 +174,10 @@ fn check_page_size(size: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(F_HUGEPAGES, format!("page size {size:?} is not like 2MB or 1GB")))
+        Err(invalid(
+            F_HUGEPAGES,
+            format!("page size {size:?} is not like 2MB or 1GB"),
+        ))
     }
 }
 
@@ -190,7 +198,10 @@ fn unified_controller(key: &str) -> Result<&str> {
     }
 }
 
-fn cpuset_writes(r: &Resources, target: impl Fn(&str, &str, &'static str) -> Write) -> Result<Vec<Write>> {
+fn cpuset_writes(
+    r: &Resources,
+    target: impl Fn(&str, &str, &'static str) -> Write,
+) -> Result<Vec<Write>> {
     let mut out = Vec::new();
     for (value, file, field) in [
         (&r.cpuset_cpus, "cpuset.cpus", F_CPUS),
@@ -216,7 +227,12 @@ fn hugetlb_v2(r: &Resources) -> Result<Vec<Write>> {
         .iter()
         .map(|(size, limit)| {
             check_page_size(size)?;
-            Ok(Write::v2("hugetlb", &format!("hugetlb.{size}.max"), limit, F_HUGEPAGES))
+            Ok(Write::v2(
+                "hugetlb",
+                &format!("hugetlb.{size}.max"),
+                limit,
+                F_HUGEPAGES,
+            ))
         })
         .collect()
 }
@@ -225,22 +241,35 @@ fn hugetlb_v2(r: &Resources) -> Result<Vec<Write>> {
 pub(crate) fn plan_v2(r: &Resources) -> Result<Vec<Write>> {
     let mut out = Vec::new();
     if let Some(shares) = r.cpu_shares.filter(|s| *s != 0) {
-        out.push(Write::v2("cpu", "cpu.weight", shares_to_weight(shares), F_SHARES));
+        out.push(Write::v2(
+            "cpu",
+            "cpu.weight",
+            shares_to_weight(shares),
+            F_SHARES,
+        ));
     }
     if let Some(max) = cpu_max(r.cpu_quota, r.cpu_period) {
-        let field = if r.cpu_quota.unwrap_or(0) != 0 { F_QUOTA } else { F_PERIOD };
+        let field = if r.cpu_quota.unwrap_or(0) != 0 {
+            F_QUOTA
+        } else {
+            F_PERIOD
+        };
         out.push(Write::v2("cpu", "cpu.max", max, field));
     }
     if let Some(m) = r.memory_limit.filter(|m| *m != 0) {
         out.push(Write::v2("memory", "memory.max", v2_limit(m), F_MEMORY));
     }
     if let Some(swap) = swap_to_v2(r.memory_swap_limit, r.memory_limit)? {
-        out.push(Write::v2("memory", "memory.swap.max", v2_limit(swap), F_SWAP).optional(swap <= 0));
+        out.push(
+            Write::v2("memory", "memory.swap.max", v2_limit(swap), F_SWAP).optional(swap <= 0),
+        );
     }
     if let Some(p) = r.pids_limit.filter(|p| *p != 0) {
         out.push(Write::v2("pids", "pids.max", v2_limit(p), F_PIDS));
     }
-    out.extend(cpuset_writes(r, |file, v, field| Write::v2("cpuset", file, v, field))?);
+    out.extend(cpuset_writes(r, |file, v, field| {
+        Write::v2("cpuset", file, v, field)
+    })?);
     out.extend(hugetlb_v2(r)?);
     out.extend(unified_writes(r)?);
     Ok(out)
@@ -252,7 +281,11 @@ pub(crate) fn plan_v2(r: &Resources) -> Result<Vec<Write>> {
 /// `swap_first`: write `memory.memsw.limit_in_bytes` before `memory.limit_in_bytes`
 /// (when raising limits: the kernel wants memsw ≥ memory at every step).
 /// `unified` keys go to the cgroup2 side; on a legacy host they fail there.
-pub(crate) fn plan_v1(r: &Resources, hugetlb_on_unified: bool, swap_first: bool) -> Result<Vec<Write>> {
+pub(crate) fn plan_v1(
+    r: &Resources,
+    hugetlb_on_unified: bool,
+    swap_first: bool,
+) -> Result<Vec<Write>> {
     let mut out = Vec::new();
     if let Some(shares) = r.cpu_shares.filter(|s| *s != 0) {
         out.push(Write::v1("cpu", "cpu.shares", shares, F_SHARES));
@@ -271,10 +304,14 @@ pub(crate) fn plan_v1(r: &Resources, hugetlb_on_unified: bool, swap_first: bool)
     }
     if let (Some(m), Some(s)) = (memory, memsw) {
         if m > 0 && s > 0 && s < m {
-            return Err(invalid(F_SWAP, format!("memory+swap {s} is below the memory limit {m}")));
+            return Err(invalid(
+                F_SWAP,
+                format!("memory+swap {s} is below the memory limit {m}"),
+            ));
         }
     }
-    let mem_write = memory.map(|m| Write::v1("memory", "memory.limit_in_bytes", m.max(-1), F_MEMORY));
+    let mem_write =
+        memory.map(|m| Write::v1("memory", "memory.limit_in_bytes", m.max(-1), F_MEMORY));
     // Without swap accounting there is no memsw file; "no swap beyond memory" or
     // "unlimited" then asks for nothing the kernel must enforce.
     let swap_write = memsw.map(|s| {
@@ -292,7 +329,9 @@ pub(crate) fn plan_v1(r: &Resources, hugetlb_on_unified: bool, swap_first: bool)
     if let Some(p) = r.pids_limit.filter(|p| *p != 0) {
         out.push(Write::v1("pids", "pids.max", v2_limit(p), F_PIDS));
     }
-    out.extend(cpuset_writes(r, |file, v, field| Write::v1("cpuset", file, v, field))?);
+    out.extend(cpuset_writes(r, |file, v, field| {
+        Write::v1("cpuset", file, v, field)
+    })?);
     if hugetlb_on_unified {
         out.extend(hugetlb_v2(r)?);
     } else {
@@ -340,7 +379,11 @@ mod tests {
             (Some(20_000), None, Some("20000")),
             (Some(-1), None, Some("max")),
         ] {
-            assert_eq!(cpu_max(quota, period).as_deref(), want, "{quota:?} {period:?}");
+            assert_eq!(
+                cpu_max(quota, period).as_deref(),
+                want,
+                "{quota:?} {period:?}"
+            );
         }
     }
 
@@ -357,7 +400,11 @@ mod tests {
             (Some(-1), Some(-1), Some(-1)),
         ];
         for (memsw, memory, want) in ok {
-            assert_eq!(swap_to_v2(memsw, memory).unwrap(), want, "{memsw:?} {memory:?}");
+            assert_eq!(
+                swap_to_v2(memsw, memory).unwrap(),
+                want,
+                "{memsw:?} {memory:?}"
+            );
         }
         for (memsw, memory) in [(Some(M), None), (Some(M), Some(-1)), (Some(M), Some(2 * M))] {
             let err = swap_to_v2(memsw, memory).unwrap_err();
@@ -369,11 +416,15 @@ mod tests {
     }
 
     fn files(plan: &[Write]) -> Vec<(String, String)> {
-        plan.iter().map(|w| (w.file.clone(), w.value.clone())).collect()
+        plan.iter()
+            .map(|w| (w.file.clone(), w.value.clone()))
+            .collect()
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn sample() -> Resources {
@@ -445,7 +496,9 @@ mod tests {
 
     #[test]
     fn unset_and_unlimited_values() {
-        let cases: &[(Resources, &[(&str, &str)], &[(&str, &str)])] = &[
+        type Files = &'static [(&'static str, &'static str)];
+        // (resources, v2 writes, v1 writes)
+        let cases: &[(Resources, Files, Files)] = &[
             (Resources::default(), &[], &[]),
             (
                 Resources {
@@ -486,7 +539,11 @@ mod tests {
         ];
         for (r, v2, v1) in cases {
             assert_eq!(files(&plan_v2(r).unwrap()), pairs(v2), "v2 {r:?}");
-            assert_eq!(files(&plan_v1(r, false, false).unwrap()), pairs(v1), "v1 {r:?}");
+            assert_eq!(
+                files(&plan_v1(r, false, false).unwrap()),
+                pairs(v1),
+                "v1 {r:?}"
+            );
         }
     }
 
@@ -561,9 +618,15 @@ mod tests {
             ),
         ];
         for (r, field) in cases {
-            for res in [plan_v2(&r), plan_v1(&r, false, false), plan_v1(&r, true, false)] {
+            for res in [
+                plan_v2(&r),
+                plan_v1(&r, false, false),
+                plan_v1(&r, true, false),
+            ] {
                 match res {
-                    Err(CgroupError::InvalidResource { field: f, .. }) => assert_eq!(f, field, "{r:?}"),
+                    Err(CgroupError::InvalidResource { field: f, .. }) => {
+                        assert_eq!(f, field, "{r:?}")
+                    }
                     other => panic!("{r:?}: expected an error on {field}, got {other:?}"),
                 }
             }

@@ -78,11 +78,6 @@ pub(crate) fn parse_keyed(text: &str) -> BTreeMap<&str, u64> {
         .collect()
 }
 
-/// Reads a flat-keyed file; a missing file is an empty map.
-pub(crate) fn read_keyed(path: &Path) -> Result<Option<String>> {
-    fs::read_opt(path)
-}
-
 /// v1 reports "no limit" as a huge page-aligned number (`PAGE_COUNTER_MAX` pages).
 const V1_UNLIMITED: u64 = 1 << 62;
 
@@ -121,7 +116,8 @@ mod tests {
 
     #[test]
     fn keyed_files() {
-        let m = parse_keyed("usage_usec 1500\nuser_usec 1000\nbogus\nsome_avg10 x\n\nnr_periods 3\n");
+        let m =
+            parse_keyed("usage_usec 1500\nuser_usec 1000\nbogus\nsome_avg10 x\n\nnr_periods 3\n");
         assert_eq!(m.get("usage_usec"), Some(&1500));
         assert_eq!(m.get("nr_periods"), Some(&3));
         assert_eq!(m.len(), 3);
@@ -142,7 +138,10 @@ mod tests {
         }
         assert_eq!(read_limit(&dir.path().join("absent")).unwrap(), None);
         std::fs::write(dir.path().join("bad"), "lots").unwrap();
-        assert!(matches!(read_limit(&dir.path().join("bad")), Err(CgroupError::Parse { .. })));
+        assert!(matches!(
+            read_limit(&dir.path().join("bad")),
+            Err(CgroupError::Parse { .. })
+        ));
     }
 
     #[test]

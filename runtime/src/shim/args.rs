@@ -37,7 +37,9 @@ impl Args {
         let mut dir = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let flag = arg.to_str().ok_or_else(|| format!("bad argument {arg:?}"))?;
+            let flag = arg
+                .to_str()
+                .ok_or_else(|| format!("bad argument {arg:?}"))?;
             let mut value = |name: &str| {
                 args.next()
                     .filter(|v| !v.is_empty())
@@ -107,8 +109,15 @@ mod tests {
     #[test]
     fn parses_and_round_trips() {
         let args = parse(&[
-            "--pod-id", "p1", "--dir", "/run/corral/pods/p1", "--share-pid", "--netns", "/run/n",
-            "--utsns", "/run/u",
+            "--pod-id",
+            "p1",
+            "--dir",
+            "/run/corral/pods/p1",
+            "--share-pid",
+            "--netns",
+            "/run/n",
+            "--utsns",
+            "/run/u",
         ])
         .unwrap();
         assert_eq!(

@@ -10,7 +10,6 @@
 //! P0 is the only process the spawner has to wait for; the shim itself is reparented to
 //! the nearest subreaper (or init) and never dies with the spawner.
 
-use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -28,13 +27,14 @@ use nix::unistd::{fork, setsid, ForkResult, Pid};
 
 use super::args::{Args, USAGE};
 use super::exit_file::write_atomic;
+use super::log;
 use super::pause;
 use super::protocol::{
     decode_answer, encode_error, encode_success, ErrorCode, ErrorReply, PingReply, PAUSE_ID,
-    PID_FILE, READY_FD_ENV, SHIM_COMM, SOCKET_FILE,
+    PID_FILE, READY_FD_ENV, SOCKET_FILE,
 };
 use super::server::Server;
-use super::log;
+use super::sys;
 
 /// The whole program: returns the exit code of the process that was spawned (P0).
 pub fn main() -> i32 {
@@ -105,7 +105,10 @@ pub(super) fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
 }
 
 fn fail_early(ready_fd: RawFd, message: &str) -> i32 {
-    let _ = write_raw(ready_fd, &encode_error(&ErrorReply::new(ErrorCode::Internal, message)));
+    let _ = write_raw(
+        ready_fd,
+        &encode_error(&ErrorReply::new(ErrorCode::Internal, message)),
+    );
     let _ = writeln!(std::io::stderr(), "corral-shim: {message}");
     1
 }
@@ -127,7 +130,10 @@ fn relay(status: OwnedFd, ready_fd: RawFd, child: Pid) -> i32 {
         line.truncate(end + 1);
     }
     if line.is_empty() {
-        let why = format!("the shim exited before it was ready ({})", child_fate(child));
+        let why = format!(
+            "the shim exited before it was ready ({})",
+            child_fate(child)
+        );
         line = encode_error(&ErrorReply::new(ErrorCode::Internal, why));
     }
     let _ = write_raw(ready_fd, &line);
@@ -190,7 +196,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ErrorReply {
 /// Everything between the fork and readiness, in order. Undoes what it made on failure.
 fn start(args: &Args, status_fd: RawFd) -> Result<Server, ErrorReply> {
     setsid().map_err(|e| internal("setsid", e))?;
-    let _ = prctl::set_name(c_name(SHIM_COMM));
+    let _ = prctl::set_name(c"corral-shim");
     prctl::set_child_subreaper(true).map_err(|e| internal("PR_SET_CHILD_SUBREAPER", e))?;
     std::env::set_current_dir("/").map_err(|e| internal("chdir /", e))?;
     umask(Mode::from_bits_truncate(0o022));
@@ -239,7 +245,8 @@ fn start(args: &Args, status_fd: RawFd) -> Result<Server, ErrorReply> {
     let old = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(&socket);
     umask(old);
-    let listener = bound.map_err(|e| undo(internal(&format!("binding {}", socket.display()), e)))?;
+    let listener =
+        bound.map_err(|e| undo(internal(&format!("binding {}", socket.display()), e)))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| undo(internal("socket", e)))?;
@@ -249,20 +256,20 @@ fn start(args: &Args, status_fd: RawFd) -> Result<Server, ErrorReply> {
         server.track(PAUSE_ID, p.pid, None);
         server.set_pause(p);
     }
-    log(format_args!("serving pod {} on {}", args.pod_id, socket.display()));
+    log(format_args!(
+        "serving pod {} on {}",
+        args.pod_id,
+        socket.display()
+    ));
     Ok(server)
-}
-
-pub(super) fn c_name(name: &str) -> &CStr {
-    match name {
-        SHIM_COMM => c"corral-shim",
-        _ => c"corral-pause",
-    }
 }
 
 /// Point 0, 1 and 2 at /dev/null (2 at `log`, appended, when given).
 pub(super) fn redirect_stdio(log: Option<&Path>) -> std::io::Result<()> {
-    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     let err = match log {
         Some(path) => OpenOptions::new().create(true).append(true).open(path)?,
         None => null.try_clone()?,
@@ -273,17 +280,34 @@ pub(super) fn redirect_stdio(log: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Close every fd above 2 except `keep`.
+/// Close every fd above 2 except `keep`: close_range(2) around the kept ones, or a walk
+/// of /proc/self/fd on kernels without it.
 pub(super) fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    let mut ranged = true;
+    for fd in keep.iter().copied().filter(|fd| *fd >= 3) {
+        ranged &= fd == first || sys::close_range(first, fd - 1);
+        first = fd + 1;
+    }
+    if ranged && sys::close_range(first, u32::MAX) {
+        return;
+    }
     let open: Vec<RawFd> = match fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect(),
         Err(_) => (3..1024).collect(),
     };
-    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
-        // The directory's own fd is already closed by now: EBADF, harmless.
-        let _ = nix::unistd::close(fd);
+    for fd in open {
+        if fd > 2 && !keep.contains(&(fd as u32)) {
+            // The directory's own fd is already closed by now: EBADF, harmless.
+            let _ = nix::unistd::close(fd);
+        }
     }
 }
 

@@ -207,7 +207,9 @@ pub fn decode_answer<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, A
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| AnswerError::Malformed(e.to_string()))?;
     match value.get("ok").and_then(|ok| ok.as_bool()) {
-        Some(true) => serde_json::from_value(value).map_err(|e| AnswerError::Malformed(e.to_string())),
+        Some(true) => {
+            serde_json::from_value(value).map_err(|e| AnswerError::Malformed(e.to_string()))
+        }
         Some(false) => Err(AnswerError::Refused(
             serde_json::from_value(value).map_err(|e| AnswerError::Malformed(e.to_string()))?,
         )),
@@ -233,24 +235,40 @@ mod tests {
         let cases: &[(&str, Request)] = &[
             (r#"{"op":"ping"}"#, Request::Ping),
             (r#"{"op":"status"}"#, Request::Status),
-            (r#"{"op":"shutdown","grace_ms":250}"#, Request::Shutdown { grace_ms: 250 }),
+            (
+                r#"{"op":"shutdown","grace_ms":250}"#,
+                Request::Shutdown { grace_ms: 250 },
+            ),
             (r#"{"op":"shutdown"}"#, Request::Shutdown { grace_ms: 0 }),
-            (r#"{"grace_ms":7,"op":"shutdown","later":1}"#, Request::Shutdown { grace_ms: 7 }),
+            (
+                r#"{"grace_ms":7,"op":"shutdown","later":1}"#,
+                Request::Shutdown { grace_ms: 7 },
+            ),
         ];
         for (line, want) in cases {
             let got: Request = serde_json::from_str(line).unwrap();
             assert_eq!(&got, want, "{line}");
-            let again: Request = serde_json::from_slice(&serde_json::to_vec(want).unwrap()).unwrap();
+            let again: Request =
+                serde_json::from_slice(&serde_json::to_vec(want).unwrap()).unwrap();
             assert_eq!(&again, want);
         }
-        for bad in [r#"{"op":"frobnicate"}"#, r#"{"no":"op"}"#, "[1]", "ping", r#"{"op":"shutdown","grace_ms":-1}"#] {
+        for bad in [
+            r#"{"op":"frobnicate"}"#,
+            r#"{"no":"op"}"#,
+            "[1]",
+            "ping",
+            r#"{"op":"shutdown","grace_ms":-1}"#,
+        ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn answers_on_the_wire() {
-        let ping = PingReply { pid: 5, pause_pid: None };
+        let ping = PingReply {
+            pid: 5,
+            pause_pid: None,
+        };
         let line = encode_success(&ping);
         assert_eq!(line, b"{\"ok\":true,\"pid\":5,\"pause_pid\":null}\n");
         assert_eq!(decode_answer::<PingReply>(&line).unwrap(), ping);
@@ -259,13 +277,22 @@ mod tests {
 
         let err = ErrorReply::invalid("op", "unknown op");
         let line = encode_error(&err);
-        assert_eq!(decode_answer::<Empty>(&line), Err(AnswerError::Refused(err)));
+        assert_eq!(
+            decode_answer::<Empty>(&line),
+            Err(AnswerError::Refused(err))
+        );
         let newer = br#"{"ok":false,"error":"x","kind":"resource_exhausted"}"#;
         match decode_answer::<Empty>(newer) {
             Err(AnswerError::Refused(e)) => assert_eq!(e.kind, ErrorCode::Internal),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode_answer::<Empty>(b"{}"), Err(AnswerError::Malformed(_))));
-        assert!(matches!(decode_answer::<PingReply>(b"{\"ok\":true}"), Err(AnswerError::Malformed(_))));
+        assert!(matches!(
+            decode_answer::<Empty>(b"{}"),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_answer::<PingReply>(b"{\"ok\":true}"),
+            Err(AnswerError::Malformed(_))
+        ));
     }
 }

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, TableDefinition};
 
@@ -8,6 +9,8 @@ use crate::error::{Error, Result};
 pub(crate) const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// Image name (`repo:tag` or `repo@digest`) → image id.
 pub(crate) const IMAGE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("image_names");
+/// Sandbox id → JSON [`crate::sandbox::SandboxRecord`].
+pub(crate) const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 
 pub(crate) fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(e.into().to_string())
@@ -15,7 +18,7 @@ pub(crate) fn store_err(e: impl Into<redb::Error>) -> Error {
 
 /// The opened database. Cloning the `Arc` around it is how components share it.
 pub struct Db {
-    pub(crate) db: Database,
+    pub(crate) db: Arc<Database>,
 }
 
 impl Db {
@@ -31,7 +34,14 @@ impl Db {
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(IMAGES).map_err(store_err)?;
         txn.open_table(IMAGE_NAMES).map_err(store_err)?;
+        txn.open_table(SANDBOXES).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
-        Ok(Db { db })
+        Ok(Db { db: Arc::new(db) })
+    }
+
+    /// The database itself, for crates below the runtime (`network` keeps its IPAM tables
+    /// in it) so that every record lives in one ACID store.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 }

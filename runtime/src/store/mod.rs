@@ -3,5 +3,6 @@
 
 mod db;
 pub mod image;
+pub mod sandbox;
 
 pub use db::Db;

@@ -4,8 +4,7 @@ use crate::service::CriService;
 use crate::status::CriError;
 
 impl CriService {
-    /// RuntimeReady is true while we serve; NetworkReady says plainly that pod networking has
-    /// not landed, so kubelet does not schedule pods that would fail.
+    /// RuntimeReady is true while we serve; NetworkReady is whether the pod bridge is up.
     pub(crate) async fn runtime_status(
         &self,
         req: proto::StatusRequest,
@@ -17,11 +16,19 @@ impl CriService {
                 reason: String::new(),
                 message: String::new(),
             },
-            proto::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkNotImplemented".into(),
-                message: "pod networking is not available in this build of corral".into(),
+            match self.sandboxes().network_status() {
+                Ok(()) => proto::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(why) => proto::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkSetupFailed".into(),
+                    message: format!("the pod bridge could not be set up: {why}"),
+                },
             },
         ];
         let mut info = HashMap::new();

@@ -1,0 +1,209 @@
+//! Pod sandboxes: pinned net/ipc/uts namespaces, the pod's network, its shared files, its
+//! cgroup and its shim. One [`SandboxRecord`] per pod owns all of them; `stop` and `remove`
+//! release them, each step idempotent.
+//!
+//! ```text
+//!  run ──▶ Ready ──stop──▶ NotReady ──remove──▶ (gone)
+//!    ╰─ failure: every step made so far is undone, nothing is recorded
+//! ```
+
+mod files;
+mod remove;
+mod run;
+mod stop;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use network::{NetworkConfig, PortMapping, Protocol};
+
+use crate::error::{Error, Result};
+use crate::store::Db;
+
+/// How a pod's namespace relates to the host (CRI `NamespaceMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceMode {
+    Pod,
+    Container,
+    Node,
+    Target,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// What RunPodSandbox asks for, already validated for shape by the CRI layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub log_directory: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub dns: Option<DnsConfig>,
+    pub port_mappings: Vec<PortMapping>,
+    pub network: NamespaceMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+    pub cgroup_parent: Option<String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub runtime_handler: String,
+}
+
+impl SandboxConfig {
+    /// The four metadata fields that make a pod unique (kubelet's sandbox name).
+    pub fn unique_name(&self) -> String {
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
+    }
+
+    pub fn host_network(&self) -> bool {
+        self.network == NamespaceMode::Node
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: SandboxConfig,
+    pub state: SandboxState,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    pub ip: Option<Ipv4Addr>,
+    /// `<state>/pods/<id>`: pinned namespaces, hostname/hosts/resolv.conf, shm, shim socket.
+    pub dir: PathBuf,
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+    pub shim_pid: Option<i32>,
+    pub pause_pid: Option<i32>,
+}
+
+impl SandboxRecord {
+    pub fn can_stop(&self) -> bool {
+        self.state == SandboxState::Ready
+    }
+
+    pub fn hostname_file(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+    pub fn hosts_file(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+    pub fn shm_dir(&self) -> PathBuf {
+        self.dir.join("shm")
+    }
+}
+
+/// All pods of this node.
+pub struct Sandboxes {
+    db: Arc<Db>,
+    pods_dir: PathBuf,
+    network: Option<network::Network>,
+    network_error: Option<String>,
+    /// Unique names of pods being created, so two concurrent runs of the same pod can't both
+    /// get past the AlreadyExists check.
+    creating: Mutex<HashSet<String>>,
+    /// Serialises state changes per pod (stop vs remove vs a second stop).
+    locks: crate::locks::KeyedLocks,
+}
+
+impl Sandboxes {
+    /// Open the sandbox store and the pod network. A network that can't be set up is not
+    /// fatal: the daemon reports NetworkReady=false with the reason, and hostNetwork pods
+    /// still run.
+    pub async fn open(state: &Path, db: Arc<Db>, net: NetworkConfig) -> Result<Sandboxes> {
+        let pods_dir = state.join("pods");
+        std::fs::create_dir_all(&pods_dir).map_err(Error::io("creating", &pods_dir))?;
+        let (network, network_error) = match network::Network::open(net, db.database()).await {
+            Ok(n) => (Some(n), None),
+            Err(e) => {
+                tracing::error!(error = %e, "pod network unavailable");
+                (None, Some(e.to_string()))
+            }
+        };
+        Ok(Sandboxes {
+            db,
+            pods_dir,
+            network,
+            network_error,
+            creating: Mutex::new(HashSet::new()),
+            locks: Default::default(),
+        })
+    }
+
+    /// `Ok` when pod networking works, else why not.
+    pub fn network_status(&self) -> std::result::Result<(), String> {
+        match &self.network_error {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    pub async fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        match &self.network {
+            Some(n) => n.set_pod_cidr(cidr).await.map_err(|e| {
+                Error::invalid("runtime_config.network_config.pod_cidr", e.to_string())
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<SandboxRecord>> {
+        self.db.list_sandboxes()
+    }
+
+    /// By full id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<SandboxRecord> {
+        self.find(id)?.ok_or_else(|| Error::NotFound {
+            what: format!("pod sandbox {id:?}"),
+        })
+    }
+
+    pub fn find(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "empty"));
+        }
+        let mut matches = self
+            .db
+            .list_sandboxes()?
+            .into_iter()
+            .filter(|s| s.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(Some(one)),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "pod_sandbox_id",
+                format!("{id:?} matches more than one pod sandbox"),
+            )),
+        }
+    }
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

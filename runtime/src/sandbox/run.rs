@@ -1,0 +1,259 @@
+//! RunPodSandbox: namespaces, network, files, cgroup, shim, record, in that order. A failure
+//! at any step releases what the earlier steps made, newest first, and records nothing.
+
+use std::path::PathBuf;
+
+use super::{
+    files, now_nanos, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes,
+};
+use crate::error::{Error, Result};
+
+/// What a run has made so far, for the rollback.
+#[derive(Default)]
+struct Made {
+    dir: Option<PathBuf>,
+    namespaces: bool,
+    network: bool,
+    shm: bool,
+    cgroup: Option<crate::cgroups::Cgroup>,
+    shim: Option<crate::shim_client::ShimHandle>,
+}
+
+impl Sandboxes {
+    pub async fn run(&self, config: SandboxConfig) -> Result<SandboxRecord> {
+        validate(&config)?;
+        let unique = config.unique_name();
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            let exists = self
+                .db
+                .list_sandboxes()?
+                .iter()
+                .any(|s| s.config.unique_name() == unique);
+            if exists || !creating.insert(unique.clone()) {
+                return Err(Error::AlreadyExists {
+                    what: format!("pod sandbox {unique}"),
+                });
+            }
+        }
+        let id = new_id();
+        let span = tracing::info_span!("sandbox", pod = %id, name = %unique);
+        let _e = span.enter();
+        let mut made = Made::default();
+        let result = self.run_steps(&id, config, &mut made).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "run failed; releasing what it made");
+            self.rollback(&id, made).await;
+        }
+        self.creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&unique);
+        result
+    }
+
+    async fn run_steps(
+        &self,
+        id: &str,
+        config: SandboxConfig,
+        made: &mut Made,
+    ) -> Result<SandboxRecord> {
+        // A short dir name: the shim's socket lives inside, and unix socket paths are
+        // limited to 107 bytes. 64 random bits are unique enough for the pods of one node.
+        let dir = self.pods_dir.join(&id[..16]);
+        if dir.exists() {
+            return Err(Error::AlreadyExists {
+                what: format!("pod state dir {}", dir.display()),
+            });
+        }
+        std::fs::create_dir(&dir).map_err(Error::io("creating", &dir))?;
+        made.dir = Some(dir.clone());
+
+        let host_net = config.host_network();
+        let req = network::NamespaceRequest {
+            net: !host_net,
+            ipc: config.ipc != NamespaceMode::Node,
+            uts: !host_net,
+            hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
+            sysctls: config.sysctls.clone(),
+        };
+        let ns_dir = dir.clone();
+        let pinned = tokio::task::spawn_blocking(move || network::pin_namespaces(&ns_dir, &req))
+            .await
+            .map_err(|e| Error::Internal(format!("namespace task: {e}")))??;
+        made.namespaces = true;
+
+        let mut ip = None;
+        if let Some(netns) = &pinned.net {
+            let net = self.network.as_ref().ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "pod network is not ready: {}",
+                    self.network_error.as_deref().unwrap_or("unknown")
+                ))
+            })?;
+            made.network = true;
+            let pod = net.setup_pod(id, netns, &config.port_mappings).await?;
+            ip = Some(pod.ip);
+        }
+
+        let mut record = SandboxRecord {
+            id: id.to_string(),
+            config,
+            state: SandboxState::Ready,
+            created_at: now_nanos(),
+            ip,
+            dir: dir.clone(),
+            netns: pinned.net,
+            ipcns: pinned.ipc,
+            utsns: pinned.uts,
+            shim_pid: None,
+            pause_pid: None,
+        };
+        let hostname = if record.config.host_network() {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            record.config.hostname.clone()
+        };
+        files::write(&record.hostname_file(), &format!("{hostname}\n"))?;
+        files::write(&record.hosts_file(), &files::hosts(&hostname, ip))?;
+        files::write(
+            &record.resolv_conf(),
+            &files::resolv_conf(record.config.dns.as_ref())?,
+        )?;
+        files::mount_shm(&record.shm_dir())?;
+        made.shm = true;
+
+        if let Some(parent) = &record.config.cgroup_parent {
+            let cg = crate::cgroups::Cgroup::new(parent)?;
+            cg.create()?;
+            made.cgroup = Some(cg);
+        }
+
+        let spec = crate::shim_client::ShimSpec {
+            pod_id: id.to_string(),
+            dir: dir.clone(),
+            share_pid: record.config.pid == NamespaceMode::Pod,
+            netns: record.netns.clone(),
+            ipcns: record.ipcns.clone(),
+            utsns: record.utsns.clone(),
+        };
+        let shim = crate::shim_client::spawn(&spec).await?;
+        record.shim_pid = Some(shim.pid());
+        record.pause_pid = shim.pause_pid();
+        if let (Some(cg), Some(pause)) = (&made.cgroup, record.pause_pid) {
+            cg.add_process(pause)?;
+        }
+        made.shim = Some(shim);
+
+        self.db.put_sandbox(&record)?;
+        tracing::info!(ip = ?record.ip, "pod sandbox ready");
+        Ok(record)
+    }
+
+    async fn rollback(&self, id: &str, made: Made) {
+        if let Some(shim) = made.shim {
+            if let Err(e) = shim.shutdown(std::time::Duration::from_secs(2)).await {
+                tracing::error!(error = %e, "rollback: shim shutdown");
+            }
+        }
+        if let Some(cg) = made.cgroup {
+            let _ = cg.kill_all();
+            if let Err(e) = cg.delete() {
+                tracing::error!(error = %e, "rollback: cgroup");
+            }
+        }
+        let Some(dir) = made.dir else { return };
+        if made.shm {
+            if let Err(e) = files::unmount_shm(&dir.join("shm")) {
+                tracing::error!(error = %e, "rollback: shm");
+            }
+        }
+        if made.network {
+            if let Some(net) = &self.network {
+                let netns = dir.join("net");
+                if let Err(e) = net.teardown_pod(id, Some(&netns)).await {
+                    tracing::error!(error = %e, "rollback: network");
+                }
+            }
+        }
+        if made.namespaces {
+            let d = dir.clone();
+            match tokio::task::spawn_blocking(move || network::release_namespaces(&d)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "rollback: namespaces"),
+                Err(e) => tracing::error!(error = %e, "rollback: namespaces task"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::error!(error = %e, "rollback: state dir");
+        }
+    }
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Checks that need no kernel: everything that would otherwise fail half-way.
+fn validate(c: &SandboxConfig) -> Result<()> {
+    if c.name.is_empty() || c.uid.is_empty() || c.namespace.is_empty() {
+        return Err(Error::invalid(
+            "config.metadata",
+            "name, uid and namespace are required",
+        ));
+    }
+    if matches!(c.network, NamespaceMode::Container | NamespaceMode::Target) {
+        return Err(Error::invalid(
+            "config.linux.security_context.namespace_options.network",
+            "a pod's network namespace is POD or NODE",
+        ));
+    }
+    if matches!(c.ipc, NamespaceMode::Container | NamespaceMode::Target) {
+        return Err(Error::invalid(
+            "config.linux.security_context.namespace_options.ipc",
+            "a pod's IPC namespace is POD or NODE",
+        ));
+    }
+    if c.pid == NamespaceMode::Target {
+        return Err(Error::invalid(
+            "config.linux.security_context.namespace_options.pid",
+            "TARGET is for containers, not pods",
+        ));
+    }
+    for key in c.sysctls.keys() {
+        let kind = network::validate_sysctl(key)
+            .map_err(|e| Error::invalid("config.linux.sysctls", e.to_string()))?;
+        let allowed = match kind {
+            network::SysctlKind::Net => !c.host_network(),
+            network::SysctlKind::Ipc => c.ipc != NamespaceMode::Node,
+        };
+        if !allowed {
+            return Err(Error::invalid(
+                "config.linux.sysctls",
+                format!("{key} would change the host's namespace"),
+            ));
+        }
+    }
+    for (i, p) in c.port_mappings.iter().enumerate() {
+        if p.container_port == 0 {
+            return Err(Error::invalid(
+                "config.port_mappings",
+                format!("entry {i}: container_port must be 1-65535"),
+            ));
+        }
+    }
+    if let Some(parent) = &c.cgroup_parent {
+        crate::cgroups::validate_path(parent)
+            .map_err(|e| Error::invalid("config.linux.cgroup_parent", e.to_string()))?;
+    }
+    if c.hostname.len() > 64 {
+        return Err(Error::invalid(
+            "config.hostname",
+            "longer than 64 characters",
+        ));
+    }
+    Ok(())
+}

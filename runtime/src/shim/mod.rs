@@ -1,0 +1,40 @@
+//! `corral-shim`: the per-pod monitor (DESIGN.md, Process model).
+//!
+//! One small single-threaded process per pod, with no async runtime: started by corrald at
+//! RunPodSandbox, it forks away into its own session ([`daemon`]), becomes the pod's
+//! subreaper, starts the pause when the pod shares its PID namespace ([`pause`]), and
+//! serves corrald over `<dir>/shim.sock` ([`protocol`], [`server`]) while it reaps every
+//! child and records each tracked exit ([`reaper`], [`exit_file`]). It outlives corrald;
+//! a restarted corrald reattaches through [`crate::shim_client::connect`].
+//!
+//! Children the shim forks inherit its blocked signal mask (SIGCHLD, SIGTERM, SIGINT),
+//! ignored SIGPIPE and `oom_score_adj`; a container init must reset all three before it
+//! execs the user's process.
+//!
+//! Only [`daemon`] and [`pause`] (which fork) and [`sys`] (poll, _exit) may use `unsafe`.
+
+pub mod args;
+#[allow(unsafe_code)]
+mod daemon;
+pub mod exit_file;
+#[allow(unsafe_code)]
+pub(crate) mod pause;
+pub mod protocol;
+mod reaper;
+mod server;
+#[allow(unsafe_code)]
+mod sys;
+pub mod time;
+
+pub use daemon::main;
+
+/// One line of the shim's own diagnostics on its stderr (`--log`, else /dev/null).
+fn log(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let line = format!(
+        "{} corral-shim[{}]: {message}\n",
+        time::now_rfc3339_nano(),
+        std::process::id()
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}

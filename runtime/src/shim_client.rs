@@ -1,0 +1,561 @@
+//! corrald's side of `corral-shim`: start a pod's shim, reattach to it after a restart,
+//! ask it things, and stop it. Async (tokio); the shim itself is not ([`crate::shim`]).
+//!
+//! Releasing a pod's shim has exactly one path, [`ShimHandle::shutdown`], and it is
+//! idempotent: a shim already gone is success, and whatever a dead shim left behind (its
+//! pause, the pinned PID namespace, the socket and pid files) is released here instead.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use crate::error::ErrorKind;
+use crate::shim::args::Args;
+use crate::shim::pause;
+use crate::shim::protocol::{
+    decode_answer, AnswerError, Empty, ErrorCode, PingReply, Request, StatusReply, MAX_LINE,
+    PAUSE_COMM, PIDNS_FILE, PID_FILE, READY_FD_ENV, SHIM_COMM, SOCKET_FILE,
+};
+
+pub use crate::shim::protocol::{ExitStatus, ProcessStatus};
+
+/// How long a new shim may take to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ordinary request may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a shutdown may take beyond its grace period (the shim waits up to 2 s after SIGKILL).
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+/// How long an exiting shim may take to disappear.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Environment variable naming the shim binary, over the default search.
+pub const SHIM_BINARY_ENV: &str = "CORRAL_SHIM";
+
+/// What a pod's shim is started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShimSpec {
+    pub pod_id: String,
+    /// The pod's state dir: `shim.sock`, `shim.pid`, `pidns` live here.
+    pub dir: PathBuf,
+    /// Start a pause as PID 1 of a PID namespace the pod's containers share.
+    pub share_pid: bool,
+    /// The pod's pinned namespaces, which the pause joins.
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("starting {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shim for pod {pod_id} failed to start: {message}")]
+    Start {
+        pod_id: String,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("shim for pod {pod_id} not ready after {after:?}")]
+    NotReady { pod_id: String, after: Duration },
+    #[error("no shim runs in {}", dir.display())]
+    NotRunning { dir: PathBuf },
+    #[error("shim in {}: {op}: {source}", dir.display())]
+    Io {
+        dir: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shim in {}: {op} timed out after {after:?}", dir.display())]
+    Timeout {
+        dir: PathBuf,
+        op: &'static str,
+        after: Duration,
+    },
+    #[error("shim in {}: bad answer to {op}: {message}", dir.display())]
+    Protocol {
+        dir: PathBuf,
+        op: &'static str,
+        message: String,
+    },
+    #[error("shim in {}: {op}: {message}", dir.display())]
+    Refused {
+        dir: PathBuf,
+        op: &'static str,
+        code: ErrorCode,
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl ShimError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ShimError::Spawn { .. } | ShimError::Protocol { .. } => ErrorKind::Internal,
+            ShimError::Start { code, .. } => code_kind(*code, None),
+            ShimError::Refused { code, field, .. } => code_kind(*code, field.as_deref()),
+            ShimError::NotReady { .. }
+            | ShimError::NotRunning { .. }
+            | ShimError::Io { .. }
+            | ShimError::Timeout { .. } => ErrorKind::Unavailable,
+        }
+    }
+}
+
+fn code_kind(code: ErrorCode, field: Option<&str>) -> ErrorKind {
+    match code {
+        ErrorCode::InvalidArgument => ErrorKind::InvalidArgument {
+            field: field.unwrap_or_default().to_string(),
+        },
+        ErrorCode::NotFound => ErrorKind::NotFound,
+        ErrorCode::AlreadyExists => ErrorKind::AlreadyExists,
+        ErrorCode::FailedPrecondition => ErrorKind::FailedPrecondition,
+        ErrorCode::Unavailable => ErrorKind::Unavailable,
+        ErrorCode::Internal => ErrorKind::Internal,
+    }
+}
+
+pub type Result<T, E = ShimError> = std::result::Result<T, E>;
+
+/// The shim binary: `$CORRAL_SHIM`, else `corral-shim` beside the current executable, else
+/// beside its directory (`target/debug` for a test in `target/debug/deps`), else `PATH`.
+pub fn shim_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(SHIM_BINARY_ENV).filter(|p| !p.is_empty()) {
+        return path.into();
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for dir in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+            let candidate = dir.join(SHIM_COMM);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(SHIM_COMM)
+}
+
+/// Start a pod's shim and wait (up to [`READY_TIMEOUT`]) until it serves.
+pub async fn spawn(spec: &ShimSpec) -> Result<ShimHandle> {
+    let dir =
+        std::path::absolute(&spec.dir).map_err(io_err(&spec.dir, "resolving the state dir"))?;
+    let args = Args {
+        pod_id: spec.pod_id.clone(),
+        dir: dir.clone(),
+        share_pid: spec.share_pid,
+        netns: spec.netns.clone(),
+        ipcns: spec.ipcns.clone(),
+        utsns: spec.utsns.clone(),
+        log: None,
+    };
+    let binary = shim_binary();
+    // The ready pipe is the spawned process's stdout, set up by std without a window in
+    // which another thread's child could inherit it; the shim points its own stdout at
+    // /dev/null once it has forked away.
+    let mut child = tokio::process::Command::new(&binary)
+        .args(args.to_args())
+        .env(READY_FD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ShimError::Spawn {
+            binary: binary.clone(),
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(stdout).take(MAX_LINE as u64);
+    let read = tokio::time::timeout(READY_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+    if read.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let _ = release_blocking(&dir, None).await;
+        return Err(ShimError::NotReady {
+            pod_id: spec.pod_id.clone(),
+            after: READY_TIMEOUT,
+        });
+    }
+    // The spawned process exits right after relaying the report.
+    let exited = tokio::time::timeout(CALL_TIMEOUT, child.wait()).await;
+    match decode_answer::<PingReply>(&line) {
+        Ok(ready) => {
+            tracing::debug!(pod = %spec.pod_id, pid = ready.pid, pause = ?ready.pause_pid, "shim ready");
+            Ok(ShimHandle::new(dir, ready.pid, ready.pause_pid))
+        }
+        Err(AnswerError::Refused(e)) => Err(ShimError::Start {
+            pod_id: spec.pod_id.clone(),
+            code: e.kind,
+            message: e.error,
+        }),
+        Err(AnswerError::Malformed(m)) => Err(ShimError::Start {
+            pod_id: spec.pod_id.clone(),
+            code: ErrorCode::Internal,
+            message: match exited {
+                Ok(Ok(status)) if line.is_empty() => {
+                    format!("{} {status} without a report", binary.display())
+                }
+                _ => format!(
+                    "bad readiness report {:?}: {m}",
+                    String::from_utf8_lossy(&line)
+                ),
+            },
+        }),
+    }
+}
+
+/// Reattach to the shim serving `dir` (after a corrald restart): read `shim.pid`, connect
+/// to `shim.sock`, and check with a ping that the two agree.
+pub async fn connect(dir: &Path) -> Result<ShimHandle> {
+    let dir = std::path::absolute(dir).map_err(io_err(dir, "resolving the state dir"))?;
+    let pid = read_pid_file(&dir).ok_or_else(|| ShimError::NotRunning { dir: dir.clone() })?;
+    let mut handle = ShimHandle::new(dir, pid, None);
+    let ping = handle.ping().await?;
+    if ping.pid != pid {
+        return Err(ShimError::Protocol {
+            dir: handle.dir.clone(),
+            op: "ping",
+            message: format!("{PID_FILE} says {pid} but pid {} answers", ping.pid),
+        });
+    }
+    handle.pause_pid = ping.pause_pid;
+    Ok(handle)
+}
+
+/// Release what a dead shim left in `dir` (its pause, the pinned PID namespace, the
+/// socket and pid files) when there is no handle to shut down. Idempotent; does nothing
+/// while a shim still serves `dir`.
+pub async fn release(dir: &Path) -> Result<()> {
+    let dir = std::path::absolute(dir).map_err(io_err(dir, "resolving the state dir"))?;
+    release_blocking(&dir, None).await
+}
+
+/// True when `<dir>/shim.pid` names a live `corral-shim` serving `dir`.
+pub fn is_alive(dir: &Path) -> bool {
+    read_pid_file(dir).is_some_and(|pid| is_shim_process(pid, dir))
+}
+
+/// A pod's running shim.
+#[derive(Debug)]
+pub struct ShimHandle {
+    dir: PathBuf,
+    pid: i32,
+    pause_pid: Option<i32>,
+    /// One connection, reused by every call, reopened after a failure.
+    conn: Mutex<Option<Conn>>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl ShimHandle {
+    fn new(dir: PathBuf, pid: i32, pause_pid: Option<i32>) -> Self {
+        ShimHandle {
+            dir,
+            pid,
+            pause_pid,
+            conn: Mutex::new(None),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pause's host pid, when the pod shares its PID namespace.
+    pub fn pause_pid(&self) -> Option<i32> {
+        self.pause_pid
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub async fn ping(&self) -> Result<PingReply> {
+        self.call(&Request::Ping, CALL_TIMEOUT).await
+    }
+
+    /// The shim's process table: every process it started and how each ended.
+    pub async fn status(&self) -> Result<StatusReply> {
+        self.call(&Request::Status, CALL_TIMEOUT).await
+    }
+
+    /// Stop the pod's processes (SIGTERM, SIGKILL after `grace`), unpin the PID namespace
+    /// and end the shim. Idempotent: a shim already gone is success, and what it left
+    /// behind is released here. A shim that does not answer in time is killed.
+    pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let answer = self
+            .call::<Empty>(&Request::Shutdown { grace_ms }, grace + SHUTDOWN_SLACK)
+            .await;
+        *self.conn.lock().await = None;
+        match &answer {
+            Ok(_) | Err(ShimError::NotRunning { .. }) => {}
+            Err(ShimError::Refused { message, .. }) => {
+                tracing::debug!(dir = %self.dir.display(), error = %message, "the shim could not release everything; retrying");
+            }
+            Err(e) if is_shim_process(self.pid, &self.dir) => {
+                tracing::warn!(dir = %self.dir.display(), pid = self.pid, error = %e, "shim did not shut down; killing it");
+                let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            }
+            Err(_) => {}
+        }
+        wait_gone(self.pid, &self.dir).await;
+        release_blocking(&self.dir, self.pause_pid).await
+    }
+
+    /// Send one request and decode its answer, within `limit`.
+    async fn call<T: DeserializeOwned>(&self, request: &Request, limit: Duration) -> Result<T> {
+        let op = request.op();
+        let mut line = serde_json::to_vec(request).map_err(|e| ShimError::Protocol {
+            dir: self.dir.clone(),
+            op,
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let mut conn = self.conn.lock().await;
+        let answer = match tokio::time::timeout(limit, self.exchange(&mut conn, op, &line)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // The answer may still come; this connection can no longer be trusted.
+                *conn = None;
+                return Err(ShimError::Timeout {
+                    dir: self.dir.clone(),
+                    op,
+                    after: limit,
+                });
+            }
+        }?;
+        decode_answer(&answer).map_err(|e| match e {
+            AnswerError::Refused(e) => ShimError::Refused {
+                dir: self.dir.clone(),
+                op,
+                code: e.kind,
+                field: e.field,
+                message: e.error,
+            },
+            AnswerError::Malformed(message) => ShimError::Protocol {
+                dir: self.dir.clone(),
+                op,
+                message,
+            },
+        })
+    }
+
+    /// Write `line`, read one answer line. A kept connection that turns out to be broken
+    /// is replaced once (every current op is idempotent).
+    async fn exchange(
+        &self,
+        slot: &mut Option<Conn>,
+        op: &'static str,
+        line: &[u8],
+    ) -> Result<Vec<u8>> {
+        for attempt in 0..2 {
+            let reused = slot.is_some();
+            let conn = match slot {
+                Some(conn) => conn,
+                None => slot.insert(Conn::open(&self.dir).await?),
+            };
+            match conn.round_trip(line).await {
+                Ok(answer) => return Ok(answer),
+                Err(source) => {
+                    *slot = None;
+                    if !(reused && attempt == 0) {
+                        return Err(ShimError::Io {
+                            dir: self.dir.clone(),
+                            op,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+}
+
+impl Conn {
+    async fn open(dir: &Path) -> Result<Conn> {
+        let path = dir.join(SOCKET_FILE);
+        match UnixStream::connect(&path).await {
+            Ok(stream) => {
+                let (reader, writer) = stream.into_split();
+                Ok(Conn {
+                    reader: BufReader::new(reader),
+                    writer,
+                })
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Err(ShimError::NotRunning {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(source) => Err(ShimError::Io {
+                dir: dir.to_path_buf(),
+                op: "connect",
+                source,
+            }),
+        }
+    }
+
+    async fn round_trip(&mut self, line: &[u8]) -> io::Result<Vec<u8>> {
+        self.writer.write_all(line).await?;
+        let mut answer = Vec::new();
+        (&mut self.reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut answer)
+            .await?;
+        if answer.last() != Some(&b'\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the shim closed the connection without a whole answer",
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+fn io_err(dir: &Path, op: &'static str) -> impl FnOnce(io::Error) -> ShimError {
+    let dir = dir.to_path_buf();
+    move |source| ShimError::Io { dir, op, source }
+}
+
+fn read_pid_file(dir: &Path) -> Option<i32> {
+    fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
+}
+
+/// `/proc/<pid>/comm` without its newline.
+fn comm(pid: i32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
+/// The process state letter from `/proc/<pid>/stat`; None when there is no such process.
+fn state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Running (not a zombie) at all.
+fn is_running(pid: i32) -> bool {
+    state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+/// `pid` is a live corral-shim started with `--dir dir`.
+fn is_shim_process(pid: i32, dir: &Path) -> bool {
+    if !is_running(pid) || comm(pid).as_deref() != Some(SHIM_COMM) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    let want = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    while let Some(arg) = args.next() {
+        if arg == b"--dir" {
+            let Some(value) = args.next() else {
+                return false;
+            };
+            let value = Path::new(std::ffi::OsStr::from_bytes(value));
+            return value == dir || fs::canonicalize(value).is_ok_and(|v| v == want);
+        }
+    }
+    false
+}
+
+/// Wait (bounded) until the shim `pid` no longer runs: it exits right after answering a
+/// shutdown; its parent, not us, reaps it.
+async fn wait_gone(pid: i32, dir: &Path) {
+    let until = Instant::now() + EXIT_WAIT;
+    while is_shim_process(pid, dir) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Release what a gone shim left in `dir`: its pause, the pidns pin, the socket and pid
+/// files. Does nothing to a shim that still serves `dir`.
+async fn release_blocking(dir: &Path, pause_pid: Option<i32>) -> Result<()> {
+    let dir_owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || release_leftovers(&dir_owned, pause_pid))
+        .await
+        .map_err(|e| ShimError::Io {
+            dir: dir.to_path_buf(),
+            op: "release",
+            source: io::Error::other(e),
+        })?
+}
+
+fn release_leftovers(dir: &Path, pause_pid: Option<i32>) -> Result<()> {
+    if is_alive(dir) {
+        return Ok(());
+    }
+    let pin = dir.join(PIDNS_FILE);
+    if let Some(pause) = find_pause(&pin, pause_pid) {
+        tracing::warn!(dir = %dir.display(), pid = pause, "killing a pause its shim left behind");
+        let _ = kill(Pid::from_raw(pause), Signal::SIGKILL);
+    }
+    pause::unpin(&pin).map_err(io_err(dir, "unpinning the PID namespace"))?;
+    for name in [SOCKET_FILE, PID_FILE] {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err(dir, "removing the shim's files")(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The running pause whose PID namespace `pin` pins: `hint` if it is that, else a scan
+/// of /proc. None when the pin is gone or no such process runs.
+fn find_pause(pin: &Path, hint: Option<i32>) -> Option<i32> {
+    if !pause::is_nsfs(pin) {
+        return None;
+    }
+    let ns = fs::metadata(pin).ok()?;
+    let is_pause = |pid: i32| {
+        is_running(pid)
+            && comm(pid).as_deref() == Some(PAUSE_COMM)
+            && fs::metadata(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+    };
+    if let Some(pid) = hint.filter(|pid| is_pause(*pid)) {
+        return Some(pid);
+    }
+    fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| is_pause(*pid))
+}
