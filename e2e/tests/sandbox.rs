@@ -428,3 +428,84 @@ async fn bad_input_names_the_field_and_creates_nothing() -> Result<()> {
     assert_eq!(bridge_ports("crte2e3")?.trim(), "", "no veth made");
     Ok(())
 }
+
+/// The memory controller's directory for a cgroup path, on v1 (or hybrid) and v2 hosts.
+fn memory_cgroup_dir(path: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup").join(rel)
+    } else {
+        Path::new("/sys/fs/cgroup/memory").join(rel)
+    }
+}
+
+/// Removes the test's parent cgroup from every hierarchy, even when the test failed.
+struct CgroupParentGuard(String);
+
+impl Drop for CgroupParentGuard {
+    fn drop(&mut self) {
+        let rel = self.0.trim_start_matches('/');
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in entries.flatten() {
+                let dir = e.path().join(rel);
+                if dir.is_dir() {
+                    if let Ok(children) = std::fs::read_dir(&dir) {
+                        for c in children.flatten().filter(|c| c.path().is_dir()) {
+                            let _ = std::fs::remove_dir(c.path());
+                        }
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+        }
+        let top = Path::new("/sys/fs/cgroup").join(rel);
+        let _ = std::fs::remove_dir(top);
+    }
+}
+
+#[tokio::test]
+async fn pod_cgroup_gets_its_limits_and_goes_with_the_pod() -> Result<()> {
+    let Some((_d, mut c)) = daemon("pod_cgroup", 4).await? else {
+        return Ok(());
+    };
+    let parent = format!("/corral-e2e-{}", std::process::id());
+    let _guard = CgroupParentGuard(parent.clone());
+    let pod_cgroup = format!("{parent}/pod-e2e");
+    let mut cfg = pod_config("cgroup");
+    cfg.linux = Some(proto::LinuxPodSandboxConfig {
+        cgroup_parent: pod_cgroup.clone(),
+        resources: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                pid: proto::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut c, cfg).await?;
+    let (_, info) = status(&mut c, &id).await?;
+    let dir = memory_cgroup_dir(&pod_cgroup);
+    let limit_file = if dir.join("memory.max").exists() {
+        dir.join("memory.max")
+    } else {
+        dir.join("memory.limit_in_bytes")
+    };
+    assert_eq!(
+        std::fs::read_to_string(&limit_file)?.trim(),
+        (64u64 << 20).to_string()
+    );
+    let pause = info["pausePid"].as_i64().context("pause")?;
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    assert!(
+        procs.lines().any(|l| l.trim() == pause.to_string()),
+        "pause in the pod cgroup: {procs}"
+    );
+    stop_remove(&mut c, &id).await?;
+    assert!(!dir.exists(), "pod cgroup removed");
+    Ok(())
+}

@@ -59,6 +59,10 @@ pub struct SandboxConfig {
     pub cgroup_parent: Option<String>,
     pub sysctls: BTreeMap<String, String>,
     pub runtime_handler: String,
+    /// Pod-level limits (kubelet's pod resources, or the runtime class overhead), applied to
+    /// the pod cgroup at run. Not persisted: they live in the cgroup files.
+    #[serde(skip)]
+    pub resources: Option<crate::cgroups::Resources>,
 }
 
 impl SandboxConfig {

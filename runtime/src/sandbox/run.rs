@@ -128,7 +128,10 @@ impl Sandboxes {
         if let Some(parent) = &record.config.cgroup_parent {
             let cg = crate::cgroups::Cgroup::new(parent)?;
             cg.create()?;
-            made.cgroup = Some(cg);
+            made.cgroup = Some(cg.clone());
+            if let Some(r) = &record.config.resources {
+                cg.apply(r)?;
+            }
         }
 
         let spec = crate::shim_client::ShimSpec {
