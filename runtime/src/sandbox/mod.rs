@@ -8,6 +8,7 @@
 //! ```
 
 mod files;
+mod recover;
 mod remove;
 mod run;
 mod stop;
@@ -148,14 +149,16 @@ impl Sandboxes {
                 (None, Some(e.to_string()))
             }
         };
-        Ok(Sandboxes {
+        let sandboxes = Sandboxes {
             db,
             pods_dir,
             network,
             network_error,
             creating: Mutex::new(HashSet::new()),
             locks: Default::default(),
-        })
+        };
+        sandboxes.recover().await?;
+        Ok(sandboxes)
     }
 
     /// `Ok` when pod networking works, else why not.

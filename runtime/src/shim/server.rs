@@ -28,6 +28,8 @@ use super::sys::{self, pollfd, POLLIN, POLLOUT};
 
 /// Connections beyond this many are answered with an error and closed.
 const MAX_CONNS: usize = 128;
+/// Answers queued for a connection beyond which its requests wait.
+const MAX_QUEUED: usize = 4 * MAX_LINE;
 /// The grace a SIGTERM or SIGINT to the shim gives the pod's processes.
 const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for SIGKILLed processes to be reaped before exiting regardless.
@@ -172,7 +174,8 @@ impl Server {
         fds.push(pollfd(self.listener.as_fd(), POLLIN));
         for c in &self.conns {
             let mut events = 0;
-            if !c.waiting && !c.eof {
+            // A peer that sends but does not read gets no more answers queued.
+            if !c.waiting && !c.eof && c.wbuf.len() < MAX_QUEUED {
                 events |= POLLIN;
             }
             if !c.wbuf.is_empty() {
@@ -307,14 +310,14 @@ impl Server {
         let request: Request = match serde_json::from_slice(line) {
             Ok(request) => request,
             Err(e) => {
-                let field = if e.to_string().contains("variant") {
+                let text = e.to_string();
+                let field = if text.contains("variant") || text.contains("`op`") {
                     "op"
                 } else {
                     "request"
                 };
                 return Some(Outcome::Now(encode_error(&ErrorReply::invalid(
-                    field,
-                    e.to_string(),
+                    field, text,
                 ))));
             }
         };
