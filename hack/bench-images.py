@@ -50,7 +50,7 @@ def layer(entries):
     raw = buf.getvalue()
     return raw, gzip.compress(raw, compresslevel=6, mtime=0)
 
-def push_image(reg, repo, tag, layers):
+def push_image(reg, repo, tag, layers, entrypoint=None):
     descs, diff_ids = [], []
     for raw, gz in layers:
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -59,7 +59,7 @@ def push_image(reg, repo, tag, layers):
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
     config = json.dumps({"architecture": arch, "os": "linux",
                          "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                                    "Cmd": ["/bin/sh"]},
+                                    "Cmd": ["/bin/sh"], **({"Entrypoint": entrypoint} if entrypoint else {})},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -78,6 +78,8 @@ def main():
     entries += [("etc", "dir", None, 0o755), ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
                 ("tmp", "dir", None, 0o1777)]
     push_image(reg, "bench/busybox", "1", [layer(entries)])
+    # A pause for runtimes that run one per pod (containerd's sandbox_image).
+    push_image(reg, "bench/pause", "1", [layer(entries)], entrypoint=["/bin/sleep", "inf"])
 
     rng = random.Random(42)
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(2000)]

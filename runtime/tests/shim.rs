@@ -48,11 +48,10 @@ impl Pod {
     fn new() -> Pod {
         // Under /run when we may (tmpfs, like corrald's state dir), else the default.
         let base = Path::new("/run/corral-test");
-        let tmp = match fs::create_dir_all(base) {
-            Ok(()) => tempfile::Builder::new().prefix("shim-").tempdir_in(base),
-            Err(_) => tempfile::Builder::new().prefix("shim-").tempdir(),
-        }
-        .unwrap();
+        let tmp = fs::create_dir_all(base)
+            .and_then(|()| tempfile::Builder::new().prefix("shim-").tempdir_in(base))
+            .or_else(|_| tempfile::Builder::new().prefix("shim-").tempdir())
+            .unwrap();
         Pod {
             tmp,
             shim: Cell::new(None),
@@ -87,8 +86,12 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        // A shim the test never learnt about (it failed early) still wrote its pid file.
+        let from_file = fs::read_to_string(self.dir().join("shim.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
         for (pid, comm) in [
-            (self.shim.get(), "corral-shim"),
+            (self.shim.get().or(from_file), "corral-shim"),
             (self.pause.get(), "corral-pause"),
         ] {
             if let Some(pid) = pid.filter(|p| running(*p) && comm_of(*p).as_deref() == Some(comm)) {

@@ -1,9 +1,13 @@
 //! corral-bench: drives any CRI endpoint and times each call on the client side, so corrald
 //! and containerd are measured by the same client, with the same requests, in the same run.
 //!
-//! Implemented so far: `pull` (cold pulls: RemoveImage, then a timed PullImage). The other
-//! modes of the benchmark issue (sandboxes, containers, concurrency, memory) come with the
-//! capabilities they measure.
+//! Modes so far:
+//! - `pull`: cold pulls (RemoveImage, then a timed PullImage);
+//! - `sandbox`: RunPodSandbox, then StopPodSandbox + RemovePodSandbox, each timed;
+//! - `memory`: K pods running, the RSS and PSS of every process that appeared on the host
+//!   with them (whatever the runtime starts per pod: shims, pauses), per pod.
+//!
+//! Container modes come with the container issue.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hyper_util::rt::TokioIo;
-use proto::client::ImageServiceClient;
+use proto::client::{ImageServiceClient, RuntimeServiceClient};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -47,6 +51,207 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
     },
+    /// RunPodSandbox and Stop+Remove latency.
+    Sandbox {
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+    },
+    /// Per-pod memory of the processes the runtime starts, with K pods running.
+    Memory {
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        /// The daemon's pid, to report its own RSS before and after.
+        #[arg(long)]
+        daemon_pid: Option<i32>,
+    },
+}
+
+fn pod_config(i: usize) -> proto::PodSandboxConfig {
+    proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: format!("bench-{i}"),
+            uid: format!("bench-uid-{i}-{}", std::process::id()),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: format!("bench-{i}"),
+        log_directory: format!("/tmp/corral-bench-logs/{i}"),
+        // What kubelet sends for an ordinary pod: its own net/ipc, a PID namespace per
+        // container (shareProcessNamespace off).
+        linux: Some(proto::LinuxPodSandboxConfig {
+            security_context: Some(proto::LinuxSandboxSecurityContext {
+                namespace_options: Some(proto::NamespaceOption {
+                    network: proto::NamespaceMode::Pod as i32,
+                    pid: proto::NamespaceMode::Container as i32,
+                    ipc: proto::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, i: usize) -> anyhow::Result<String> {
+    Ok(rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(pod_config(i)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .context("RunPodSandbox")?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
+async fn stop_remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> anyhow::Result<()> {
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .context("StopPodSandbox")?;
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .context("RemovePodSandbox")?;
+    Ok(())
+}
+
+async fn bench_sandbox(
+    rt: &mut RuntimeServiceClient<Channel>,
+    name: &str,
+    runs: usize,
+    warmup: usize,
+) -> anyhow::Result<Vec<Summary>> {
+    let (mut run_t, mut stop_t) = (Vec::new(), Vec::new());
+    for i in 0..runs + warmup {
+        let t = Instant::now();
+        let id = run_pod(rt, i).await?;
+        let r = t.elapsed();
+        let t = Instant::now();
+        stop_remove(rt, &id).await?;
+        if i >= warmup {
+            run_t.push(r);
+            stop_t.push(t.elapsed());
+        }
+    }
+    Ok(vec![
+        summarize(name, "RunPodSandbox", "pod", run_t),
+        summarize(name, "Stop+RemovePodSandbox", "pod", stop_t),
+    ])
+}
+
+/// (RSS, PSS) in KiB of a process, from smaps_rollup.
+fn rss_pss(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("Rss:")?, field("Pss:")?))
+}
+
+/// User-space processes now running (kernel threads have an empty cmdline).
+fn user_pids() -> std::collections::BTreeSet<i32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+struct MemoryReport {
+    runtime: String,
+    pods: usize,
+    processes_per_pod: f64,
+    rss_kib_per_pod: f64,
+    pss_kib_per_pod: f64,
+    by_command: std::collections::BTreeMap<String, (usize, u64, u64)>,
+    daemon_rss_kib_before: Option<u64>,
+    daemon_rss_kib_after: Option<u64>,
+}
+
+async fn bench_memory(
+    rt: &mut RuntimeServiceClient<Channel>,
+    name: &str,
+    pods: usize,
+    daemon_pid: Option<i32>,
+) -> anyhow::Result<MemoryReport> {
+    let daemon_before = daemon_pid.and_then(rss_pss).map(|(r, _)| r);
+    let before = user_pids();
+    let mut ids = Vec::new();
+    for i in 0..pods {
+        ids.push(run_pod(rt, 10_000 + i).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let me = std::process::id() as i32;
+    let appeared: std::collections::BTreeSet<i32> = user_pids()
+        .difference(&before)
+        .copied()
+        .filter(|p| *p != me && Some(*p) != daemon_pid)
+        .collect();
+    // Per-pod processes are the daemonised ones (parent: init or a subreaper that came with
+    // them) and their children; a compiler that happened to start meanwhile has an old parent.
+    let new: Vec<i32> = appeared
+        .iter()
+        .copied()
+        .filter(|p| {
+            let parent = ppid(*p);
+            parent == Some(1) || parent.is_some_and(|pp| appeared.contains(&pp))
+        })
+        .collect();
+    let mut by_command = std::collections::BTreeMap::new();
+    let (mut rss, mut pss) = (0u64, 0u64);
+    for pid in &new {
+        if let Some((r, p)) = rss_pss(*pid) {
+            rss += r;
+            pss += p;
+            let e = by_command.entry(comm(*pid)).or_insert((0usize, 0u64, 0u64));
+            e.0 += 1;
+            e.1 += r;
+            e.2 += p;
+        }
+    }
+    let daemon_after = daemon_pid.and_then(rss_pss).map(|(r, _)| r);
+    for id in ids {
+        stop_remove(rt, &id).await?;
+    }
+    Ok(MemoryReport {
+        runtime: name.to_string(),
+        pods,
+        processes_per_pod: new.len() as f64 / pods as f64,
+        rss_kib_per_pod: rss as f64 / pods as f64,
+        pss_kib_per_pod: pss as f64 / pods as f64,
+        by_command,
+        daemon_rss_kib_before: daemon_before,
+        daemon_rss_kib_after: daemon_after,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +362,20 @@ async fn main() -> anyhow::Result<()> {
             for image in &images {
                 results.push(bench_pull(&mut client, &cli.name, image, runs, warmup).await?);
             }
+        }
+        Mode::Sandbox { runs, warmup } => {
+            let mut rt = RuntimeServiceClient::new(channel);
+            results.extend(bench_sandbox(&mut rt, &cli.name, runs, warmup).await?);
+        }
+        Mode::Memory { pods, daemon_pid } => {
+            let mut rt = RuntimeServiceClient::new(channel);
+            let report = bench_memory(&mut rt, &cli.name, pods, daemon_pid).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(path) = cli.json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
         }
     }
     println!(

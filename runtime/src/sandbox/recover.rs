@@ -32,6 +32,8 @@ impl Sandboxes {
                 if let Ok(shim) = crate::shim_client::connect(&dir).await {
                     let _ = shim.shutdown(std::time::Duration::from_secs(1)).await;
                 }
+            } else {
+                let _ = crate::shim_client::release(&dir).await;
             }
             let _ = files::unmount_shm(&dir.join("shm"));
             let d = dir.clone();

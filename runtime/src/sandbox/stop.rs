@@ -32,6 +32,9 @@ impl Sandboxes {
         if crate::shim_client::is_alive(&record.dir) {
             let shim = crate::shim_client::connect(&record.dir).await?;
             shim.shutdown(STOP_GRACE).await?;
+        } else if record.dir.exists() {
+            // The shim died on its own: kill the pause it may have left, unmount its pidns.
+            crate::shim_client::release(&record.dir).await?;
         }
         if let Some(parent) = &record.config.cgroup_parent {
             let cg = crate::cgroups::Cgroup::new(parent)?;
