@@ -253,8 +253,14 @@ async fn pods_get_addresses_that_reach_each_other() -> Result<()> {
     let err = run(&mut c, pod_config("a")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
-    // kill -9 and restart: both pods still ready with the same addresses; the shim lived on.
+    // kill -9 and restart: a ready pod stays ready with the same address and its shim
+    // lived on; a stopped pod stays stopped.
     let shim_a = ia["shimPid"].as_i64().context("shim pid")?;
+    c.runtime
+        .stop_pod_sandbox(proto::StopPodSandboxRequest {
+            pod_sandbox_id: b.clone(),
+        })
+        .await?;
     d.kill9();
     d.restart().await?;
     let mut c = d.client().await?;
@@ -266,6 +272,8 @@ async fn pods_get_addresses_that_reach_each_other() -> Result<()> {
         "shim survived corrald"
     );
     assert_eq!(fetch(SocketAddr::from((ip_a, 8080)))?, "from-a");
+    let (sb2, _) = status(&mut c, &b).await?;
+    assert_eq!(sb2.state, proto::PodSandboxState::SandboxNotready as i32);
 
     // Stop: not ready, address released; stop again is fine; remove leaves nothing.
     c.runtime
