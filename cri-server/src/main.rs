@@ -3,6 +3,7 @@
 
 mod config;
 mod convert;
+mod deadline;
 mod instrument;
 mod server;
 mod service;

@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(crate::deadline::layer))
         .add_service(
             RuntimeServiceServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
