@@ -620,7 +620,14 @@ async fn a_pull_killed_midway_leaves_no_image() -> Result<()> {
     image.push(&reg, "library/big", &["v1"]).await?;
     let mut c = cri.clone();
     let pull = tokio::spawn(async move { c.pull("big:v1", None).await });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // Kill as soon as a download is under way: a partial blob sits in the ingest dir.
+    let ingest = daemon.root.join("images/content/ingest");
+    for _ in 0..2000 {
+        if std::fs::read_dir(&ingest).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     daemon.kill9();
     assert!(pull.await?.is_err(), "the pull was cut off");
     daemon.restart().await?;
