@@ -53,7 +53,7 @@ impl CriError {
             CriError::Unimplemented(method) => {
                 format!("{method} is not implemented by this version of corral")
             }
-            CriError::Runtime(e) => error_chain(e),
+            CriError::Runtime(e) => runtime::error::chain(e),
         }
     }
 }
@@ -62,21 +62,6 @@ impl From<CriError> for Status {
     fn from(e: CriError) -> Status {
         Status::new(e.code(), e.message())
     }
-}
-
-/// The error and its causes on one line, so the client sees why, not only what.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroups;
+mod clock;
 pub mod error;
 pub mod image;
 pub mod locks;

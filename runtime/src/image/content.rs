@@ -2,22 +2,13 @@
 //! ingest file first and renamed into place only once verified, so a blob path that exists is
 //! always complete and correct.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
 pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
-    /// One lock per digest being fetched, so concurrent pulls share one download.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Holds the per-digest lock; dropping it lets the next puller of that digest go on.
-pub struct DigestGuard {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl ContentStore {
@@ -33,11 +24,7 @@ impl ContentStore {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(ContentStore {
-            blobs,
-            ingest,
-            inflight: Mutex::new(HashMap::new()),
-        })
+        Ok(ContentStore { blobs, ingest })
     }
 
     /// The digest has been validated by the caller (`sha256:<64 hex>`).
@@ -55,21 +42,6 @@ impl ContentStore {
             .parent()
             .and_then(Path::parent)
             .unwrap_or(&self.blobs)
-    }
-
-    pub async fn lock(&self, key: &str) -> DigestGuard {
-        let m = {
-            let mut map = self
-                .inflight
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Forget locks nobody waits on, so the map does not grow with every blob ever pulled.
-            map.retain(|_, m| Arc::strong_count(m) > 1);
-            map.entry(key.to_string()).or_default().clone()
-        };
-        DigestGuard {
-            _guard: m.lock_owned().await,
-        }
     }
 
     /// A fresh ingest path for a download.

@@ -33,6 +33,9 @@ pub struct ImageStore {
     content: ContentStore,
     snapshots: Snapshots,
     registry: Registry,
+    /// One lock per blob being fetched and per layer being unpacked, so concurrent pulls of
+    /// the same content wait for one download and one unpack.
+    fetches: crate::locks::KeyedLocks,
     /// Pulls hold it shared; garbage collection holds it exclusively, so a layer a pull has
     /// unpacked but not yet recorded is never collected under it.
     gc_lock: tokio::sync::RwLock<()>,
@@ -50,6 +53,7 @@ impl ImageStore {
             content: ContentStore::open(&root.join("content"))?,
             snapshots: Snapshots::open(&root.join("snapshots"))?,
             registry,
+            fetches: Default::default(),
             gc_lock: tokio::sync::RwLock::new(()),
         };
         store.collect_unlocked()?;

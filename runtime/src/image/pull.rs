@@ -123,7 +123,7 @@ impl ImageStore {
             layers,
             config,
             pinned: false,
-            created_at: now_nanos(),
+            created_at: crate::clock::now_nanos(),
         };
         let db = self.db.clone();
         let id = record.id.clone();
@@ -153,7 +153,7 @@ impl ImageStore {
         diff_id: &str,
     ) -> Result<()> {
         // Distinct keys: an uncompressed layer's blob digest is its diff id.
-        let _layer = self.content.lock(&format!("snapshot/{diff_id}")).await;
+        let _layer = self.fetches.lock(&format!("snapshot/{diff_id}")).await;
         if self.snapshots.contains(diff_id) {
             return Ok(());
         }
@@ -162,7 +162,7 @@ impl ImageStore {
             return Err(invalid_content(format!("layer {} too large", desc.digest)));
         }
         {
-            let _blob = self.content.lock(&format!("blob/{}", desc.digest)).await;
+            let _blob = self.fetches.lock(&format!("blob/{}", desc.digest)).await;
             if !self.content.contains(&desc.digest) {
                 let ingest = self.content.ingest_path(&desc.digest);
                 let fetched = session.blob_to_file(&desc.digest, size, &ingest).await;
@@ -190,10 +190,4 @@ impl ImageStore {
         }
         result
     }
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

@@ -515,7 +515,7 @@ impl Session<'_> {
         };
         let unavailable = |e: reqwest::Error| RegistryError::Unavailable {
             endpoint: ep.base.clone(),
-            detail: format!("{what}: {}", error_chain(&e)),
+            detail: format!("{what}: {}", crate::error::chain(&e)),
         };
         let mut resp = send(cached.clone()).await.map_err(unavailable)?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
@@ -598,7 +598,7 @@ impl Session<'_> {
             .unwrap_or_else(|| format!("repository:{}:pull", self.repo));
         let token_err = |e: reqwest::Error| RegistryError::Unavailable {
             endpoint: realm.clone(),
-            detail: format!("token request: {}", error_chain(&e)),
+            detail: format!("token request: {}", crate::error::chain(&e)),
         };
         let resp = match auth.as_ref() {
             Some(a) if !a.identity_token.is_empty() => {
@@ -662,17 +662,6 @@ fn is_loopback_host(domain: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn verify(

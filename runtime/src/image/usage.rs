@@ -38,9 +38,7 @@ pub(crate) fn measure(root: &Path) -> Result<FsUsage> {
             }
         }
     }
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    let timestamp = crate::clock::now_nanos();
     Ok(FsUsage {
         mountpoint: root.to_path_buf(),
         used_bytes: bytes,
