@@ -43,19 +43,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Environment variable naming the shim binary, over the default search.
 pub const SHIM_BINARY_ENV: &str = "CORRAL_SHIM";
 
-/// What a pod's shim is started with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShimSpec {
-    pub pod_id: String,
-    /// The pod's state dir: `shim.sock`, `shim.pid`, `pidns` live here.
-    pub dir: PathBuf,
-    /// Start a pause as PID 1 of a PID namespace the pod's containers share.
-    pub share_pid: bool,
-    /// The pod's pinned namespaces, which the pause joins.
-    pub netns: Option<PathBuf>,
-    pub ipcns: Option<PathBuf>,
-    pub utsns: Option<PathBuf>,
-}
+/// What a pod's shim is started with: exactly its command line.
+pub use crate::shim::args::Args as ShimSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -158,13 +147,8 @@ pub async fn spawn(spec: &ShimSpec) -> Result<ShimHandle> {
     let dir =
         std::path::absolute(&spec.dir).map_err(io_err(&spec.dir, "resolving the state dir"))?;
     let args = Args {
-        pod_id: spec.pod_id.clone(),
         dir: dir.clone(),
-        share_pid: spec.share_pid,
-        netns: spec.netns.clone(),
-        ipcns: spec.ipcns.clone(),
-        utsns: spec.utsns.clone(),
-        log: None,
+        ..spec.clone()
     };
     let binary = shim_binary();
     // The ready pipe is the spawned process's stdout, set up by std without a window in
@@ -182,7 +166,14 @@ pub async fn spawn(spec: &ShimSpec) -> Result<ShimHandle> {
             binary: binary.clone(),
             source,
         })?;
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.start_kill();
+        return Err(ShimError::Start {
+            pod_id: spec.pod_id.clone(),
+            code: ErrorCode::Internal,
+            message: "no pipe to read the shim's ready report from".into(),
+        });
+    };
     let mut line = Vec::new();
     let mut reader = BufReader::new(stdout).take(MAX_LINE as u64);
     let read = tokio::time::timeout(READY_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
