@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{
-    files, now_nanos, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes,
-};
+use super::{files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes};
 use crate::error::{Error, Result};
 
 /// What a run has made so far, for the rollback.
@@ -100,7 +98,7 @@ impl Sandboxes {
             id: id.to_string(),
             config,
             state: SandboxState::Ready,
-            created_at: now_nanos(),
+            created_at: crate::clock::now_nanos(),
             ip,
             dir: dir.clone(),
             netns: pinned.net,
@@ -141,6 +139,7 @@ impl Sandboxes {
             netns: record.netns.clone(),
             ipcns: record.ipcns.clone(),
             utsns: record.utsns.clone(),
+            log: None,
         };
         let shim = crate::shim_client::spawn(&spec).await?;
         record.shim_pid = Some(shim.pid());
@@ -162,9 +161,15 @@ impl Sandboxes {
             }
         }
         if let Some(cg) = made.cgroup {
-            let _ = cg.kill_all();
-            if let Err(e) = cg.delete() {
-                tracing::error!(error = %e, "rollback: cgroup");
+            let released = tokio::task::spawn_blocking(move || {
+                let _ = cg.kill_all();
+                cg.delete()
+            })
+            .await;
+            match released {
+                Ok(Err(e)) => tracing::error!(error = %e, "rollback: cgroup"),
+                Err(e) => tracing::error!(error = %e, "rollback: cgroup task"),
+                Ok(Ok(())) => {}
             }
         }
         let Some(dir) = made.dir else { return };

@@ -38,10 +38,17 @@ impl Sandboxes {
         }
         if let Some(parent) = &record.config.cgroup_parent {
             let cg = crate::cgroups::Cgroup::new(parent)?;
-            if cg.exists() {
-                cg.kill_all()?;
-                cg.delete()?;
-            }
+            // Killing and removing wait for the kernel (brief sleeps and retries): keep them
+            // off the async workers.
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                if cg.exists() {
+                    cg.kill_all()?;
+                    cg.delete()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("cgroup task: {e}")))??;
         }
         if let Some(net) = &self.network {
             let netns = record.netns.as_deref().filter(|p| p.exists());
