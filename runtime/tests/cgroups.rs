@@ -133,18 +133,27 @@ fn pod_cgroup_lifecycle() {
         }
     }
 
-    // A child that burns a little CPU and touches fresh memory once inside, then sleeps.
-    let child = Command::new("sh")
+    // A child that waits until it is inside, then burns a little CPU and touches fresh
+    // memory (exec), then sleeps. Without the wait, on an idle machine the loop could be over
+    // before the child joins, and nothing would be charged to the cgroup.
+    let mut child = Command::new("sh")
         .args([
             "-c",
-            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 30",
+            "read go; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 30",
         ])
+        .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    let mut go = child.stdin.take().unwrap();
     fx.child = Some(child);
     cg.add_process(pid).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![pid]);
+    {
+        use std::io::Write;
+        go.write_all(b"go\n").unwrap();
+    }
+    drop(go);
 
     let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let joined = joined_hierarchies(&cg);
