@@ -1,5 +1,6 @@
 //! Start-up and shutdown: the root lock, the stores, the socket, the gRPC server.
 
+use runtime::container::Containers;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -77,10 +78,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.registry.clone(),
     )
     .context("opening the image store")?;
-    let sandboxes = Sandboxes::open(&config.state, db, config.network.clone())
+    let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
         .await
         .context("opening the sandbox store")?;
-    let service = CriService::new(config.clone(), images, sandboxes);
+    let containers =
+        Containers::open(&config.root, &config.state, db).context("opening the container store")?;
+    let service = CriService::new(config.clone(), images, sandboxes, containers);
 
     let listener = bind(&socket)?;
     tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");

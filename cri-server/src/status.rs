@@ -42,6 +42,7 @@ impl CriError {
                 ErrorKind::Unavailable => Code::Unavailable,
                 ErrorKind::Unauthenticated => Code::Unauthenticated,
                 ErrorKind::DataLoss => Code::DataLoss,
+                ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
                 ErrorKind::Internal => Code::Internal,
             },
         }

@@ -378,7 +378,7 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "true", "false", "id", "env", "pwd", "printf", "mkdir",
     "rm", "touch", "hostname", "head", "tail", "wc", "grep", "test", "kill", "ps", "whoami",
     "stat", "readlink", "ln", "cp", "mv", "chmod", "date", "uname", "seq", "tee", "dd", "yes",
-    "wget", "nc", "ip", "mount", "sync",
+    "wget", "nc", "ip", "mount", "sync", "httpd", "tr", "xargs",
 ];
 
 /// The host's `/bin/busybox`, checked to be a static binary.

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Content failed verification (digest or size mismatch, hostile layer).
     DataLoss,
+    /// The operation's own time limit passed (an ExecSync timeout).
+    DeadlineExceeded,
     Internal,
 }
 
@@ -37,6 +39,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Network(#[from] network::Error),
     #[error(transparent)]
@@ -76,6 +80,7 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
             Error::Network(e) => match e.kind() {
                 network::ErrorKind::InvalidArgument { field } => {
                     ErrorKind::InvalidArgument { field }

@@ -4,6 +4,7 @@
 
 pub mod cgroups;
 mod clock;
+pub mod container;
 pub mod error;
 pub mod image;
 pub mod locks;

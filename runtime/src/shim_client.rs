@@ -25,11 +25,12 @@ use crate::error::ErrorKind;
 use crate::shim::args::Args;
 use crate::shim::pause;
 use crate::shim::protocol::{
-    decode_answer, AnswerError, Empty, ErrorCode, PingReply, Request, StatusReply, MAX_LINE,
-    PAUSE_COMM, PIDNS_FILE, PID_FILE, READY_FD_ENV, SHIM_COMM, SOCKET_FILE,
+    decode_answer, AnswerError, CreateReply, Empty, ErrorCode, ExecReply, PingReply, Request,
+    StatusReply, MAX_ANSWER, MAX_LINE, PAUSE_COMM, PIDNS_FILE, PID_FILE, READY_FD_ENV, SHIM_COMM,
+    SOCKET_FILE,
 };
 
-pub use crate::shim::protocol::{ExitStatus, ProcessStatus};
+pub use crate::shim::protocol::{CreateContainer, Exec, ExitStatus, ProcessStatus, RootfsMount};
 
 /// How long a new shim may take to report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -245,6 +246,117 @@ pub fn is_alive(dir: &Path) -> bool {
     read_pid_file(dir).is_some_and(|pid| is_shim_process(pid, dir))
 }
 
+/// Container operations on the shim serving a pod's `dir`. Each call opens its own
+/// connection, so a deferred answer (wait, exec) never holds up another call, and nothing
+/// needs reattaching after a corrald restart.
+#[derive(Debug, Clone)]
+pub struct PodShim {
+    dir: PathBuf,
+}
+
+/// How long a create may take: the shim gives the container's setup 10 s.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl PodShim {
+    pub fn new(dir: &Path) -> PodShim {
+        PodShim {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Make a container's init, blocked before `execve`; its host pid.
+    pub async fn create_container(&self, req: CreateContainer) -> Result<i32> {
+        let reply: CreateReply = self
+            .call(&Request::CreateContainer(req), CREATE_TIMEOUT)
+            .await?;
+        Ok(reply.pid)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let req = Request::StartContainer { id: id.to_string() };
+        self.call::<Empty>(&req, CALL_TIMEOUT).await.map(|_| ())
+    }
+
+    /// Signal a container's init; one that has exited is success.
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        let req = Request::Kill {
+            id: id.to_string(),
+            signal,
+        };
+        self.call::<Empty>(&req, CALL_TIMEOUT).await.map(|_| ())
+    }
+
+    /// The exit of a container, waiting up to `limit` for it (then `Timeout`).
+    pub async fn wait(&self, id: &str, limit: Duration) -> Result<ExitStatus> {
+        self.call(&Request::Wait { id: id.to_string() }, limit)
+            .await
+    }
+
+    /// Run a process in a running container and collect its output. `limit` bounds the
+    /// whole call; the shim's own timeout is in `exec.timeout_ms`.
+    pub async fn exec(&self, exec: Exec, limit: Duration) -> Result<ExecReply> {
+        self.call(&Request::Exec(exec), limit).await
+    }
+
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let req = Request::ReopenLog { id: id.to_string() };
+        self.call::<Empty>(&req, CALL_TIMEOUT).await.map(|_| ())
+    }
+
+    /// Drop an exited container from the shim's table; idempotent.
+    pub async fn forget(&self, id: &str) -> Result<()> {
+        let req = Request::Forget { id: id.to_string() };
+        self.call::<Empty>(&req, CALL_TIMEOUT).await.map(|_| ())
+    }
+
+    /// The shim's process table.
+    pub async fn status(&self) -> Result<StatusReply> {
+        self.call(&Request::Status, CALL_TIMEOUT).await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, request: &Request, limit: Duration) -> Result<T> {
+        let op = request.op();
+        let mut line = serde_json::to_vec(request).map_err(|e| ShimError::Protocol {
+            dir: self.dir.clone(),
+            op,
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let exchange = async {
+            let mut conn = Conn::open(&self.dir).await?;
+            conn.round_trip_max(&line, MAX_ANSWER)
+                .await
+                .map_err(io_err(&self.dir, op))
+        };
+        let answer =
+            tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| ShimError::Timeout {
+                    dir: self.dir.clone(),
+                    op,
+                    after: limit,
+                })??;
+        decode(&self.dir, op, &answer)
+    }
+}
+
+fn decode<T: DeserializeOwned>(dir: &Path, op: &'static str, answer: &[u8]) -> Result<T> {
+    decode_answer(answer).map_err(|e| match e {
+        AnswerError::Refused(e) => ShimError::Refused {
+            dir: dir.to_path_buf(),
+            op,
+            code: e.kind,
+            field: e.field,
+            message: e.error,
+        },
+        AnswerError::Malformed(message) => ShimError::Protocol {
+            dir: dir.to_path_buf(),
+            op,
+            message,
+        },
+    })
+}
+
 /// A pod's running shim.
 #[derive(Debug)]
 pub struct ShimHandle {
@@ -339,20 +451,7 @@ impl ShimHandle {
                 });
             }
         }?;
-        decode_answer(&answer).map_err(|e| match e {
-            AnswerError::Refused(e) => ShimError::Refused {
-                dir: self.dir.clone(),
-                op,
-                code: e.kind,
-                field: e.field,
-                message: e.error,
-            },
-            AnswerError::Malformed(message) => ShimError::Protocol {
-                dir: self.dir.clone(),
-                op,
-                message,
-            },
-        })
+        decode(&self.dir, op, &answer)
     }
 
     /// Write `line`, read one answer line. A kept connection that turns out to be broken
@@ -417,10 +516,14 @@ impl Conn {
     }
 
     async fn round_trip(&mut self, line: &[u8]) -> io::Result<Vec<u8>> {
+        self.round_trip_max(line, MAX_LINE).await
+    }
+
+    async fn round_trip_max(&mut self, line: &[u8], max: usize) -> io::Result<Vec<u8>> {
         self.writer.write_all(line).await?;
         let mut answer = Vec::new();
         (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
+            .take(max as u64 + 1)
             .read_until(b'\n', &mut answer)
             .await?;
         if answer.last() != Some(&b'\n') {

@@ -1,4 +1,6 @@
 //! proto ↔ runtime types: the only place the two meet.
 
+pub mod container;
+pub mod container_status;
 pub mod image;
 pub mod sandbox;

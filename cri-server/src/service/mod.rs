@@ -7,6 +7,7 @@ mod runtime;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ::runtime::container::Containers;
 use ::runtime::image::ImageStore;
 use ::runtime::sandbox::Sandboxes;
 use proto::server::{ImageService, RuntimeService};
@@ -27,17 +28,28 @@ struct Inner {
     config: Config,
     images: ImageStore,
     sandboxes: Sandboxes,
+    containers: Containers,
 }
 
 impl CriService {
-    pub fn new(config: Config, images: ImageStore, sandboxes: Sandboxes) -> Self {
+    pub fn new(
+        config: Config,
+        images: ImageStore,
+        sandboxes: Sandboxes,
+        containers: Containers,
+    ) -> Self {
         CriService {
             inner: Arc::new(Inner {
                 config,
                 images,
                 sandboxes,
+                containers,
             }),
         }
+    }
+
+    fn containers(&self) -> &Containers {
+        &self.inner.containers
     }
 
     fn sandboxes(&self) -> &Sandboxes {
@@ -187,16 +199,91 @@ impl RuntimeService for CriService {
         Err(CriError::Unimplemented("GetContainerEvents").into())
     }
 
+    async fn create_container(
+        &self,
+        request: Request<proto::CreateContainerRequest>,
+    ) -> R<proto::CreateContainerResponse> {
+        let req = request.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let span =
+            info_span!("cri", method = "CreateContainer", pod = %req.pod_sandbox_id, name = %name);
+        unary("CreateContainer", span, self.create_container(req)).await
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<proto::StartContainerRequest>,
+    ) -> R<proto::StartContainerResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "StartContainer", container = %req.container_id);
+        unary("StartContainer", span, self.start_container(req)).await
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<proto::StopContainerRequest>,
+    ) -> R<proto::StopContainerResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "StopContainer", container = %req.container_id);
+        unary("StopContainer", span, self.stop_container(req)).await
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<proto::RemoveContainerRequest>,
+    ) -> R<proto::RemoveContainerResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "RemoveContainer", container = %req.container_id);
+        unary("RemoveContainer", span, self.remove_container(req)).await
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<proto::ListContainersRequest>,
+    ) -> R<proto::ListContainersResponse> {
+        let span = info_span!("cri", method = "ListContainers");
+        unary(
+            "ListContainers",
+            span,
+            self.list_containers(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<proto::ContainerStatusRequest>,
+    ) -> R<proto::ContainerStatusResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "ContainerStatus", container = %req.container_id);
+        unary("ContainerStatus", span, self.container_status(req)).await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<proto::ReopenContainerLogRequest>,
+    ) -> R<proto::ReopenContainerLogResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "ReopenContainerLog", container = %req.container_id);
+        unary("ReopenContainerLog", span, self.reopen_container_log(req)).await
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<proto::ExecSyncRequest>,
+    ) -> R<proto::ExecSyncResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "ExecSync", container = %req.container_id);
+        unary("ExecSync", span, self.exec_sync(req)).await
+    }
+
     not_yet! {
-        create_container(proto::CreateContainerRequest) -> proto::CreateContainerResponse = "CreateContainer";
-        start_container(proto::StartContainerRequest) -> proto::StartContainerResponse = "StartContainer";
-        stop_container(proto::StopContainerRequest) -> proto::StopContainerResponse = "StopContainer";
-        remove_container(proto::RemoveContainerRequest) -> proto::RemoveContainerResponse = "RemoveContainer";
-        list_containers(proto::ListContainersRequest) -> proto::ListContainersResponse = "ListContainers";
-        container_status(proto::ContainerStatusRequest) -> proto::ContainerStatusResponse = "ContainerStatus";
         update_container_resources(proto::UpdateContainerResourcesRequest) -> proto::UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(proto::ReopenContainerLogRequest) -> proto::ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(proto::ExecSyncRequest) -> proto::ExecSyncResponse = "ExecSync";
         exec(proto::ExecRequest) -> proto::ExecResponse = "Exec";
         attach(proto::AttachRequest) -> proto::AttachResponse = "Attach";
         port_forward(proto::PortForwardRequest) -> proto::PortForwardResponse = "PortForward";

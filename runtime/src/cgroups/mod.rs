@@ -200,6 +200,37 @@ impl Cgroup {
         }
     }
 
+    /// The `cgroup.procs` file of every hierarchy: writing a pid (or "0", the writer) into
+    /// each puts a process wholly in the cgroup. No I/O.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// The file whose `oom_kill <n>` line counts the OOM kills in this cgroup:
+    /// `memory.events` on cgroup2, `memory.oom_control` on a v1 memory hierarchy. No I/O.
+    pub fn oom_events_file(&self) -> Option<PathBuf> {
+        match self.v1_dir("memory") {
+            Some(dir) if self.layout.mode != CgroupMode::Unified => {
+                Some(dir.join("memory.oom_control"))
+            }
+            _ => self
+                .unified_dir()
+                .filter(|_| self.layout.mode != CgroupMode::Legacy)
+                .map(|d| d.join("memory.events")),
+        }
+    }
+
+    /// Removes the cgroup's directories that are empty, once, without waiting; for a shared
+    /// parent that other cgroups may still use. Never an error.
+    pub fn delete_if_unused(&self) {
+        for dir in self.dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Whether the cgroup's directory exists in any hierarchy.
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| d.exists())

@@ -160,6 +160,11 @@ impl ImageStore {
                 blobs.insert(l.digest.clone());
             }
         }
+        // Layers under a container's rootfs stay until the container is removed, even when
+        // no image names them any more (as containerd keeps a container's snapshot).
+        for c in self.db.list_containers()? {
+            layers.extend(c.image.layers.iter().cloned());
+        }
         for s in self.snapshots.list()? {
             if !layers.contains(&s) {
                 tracing::debug!(snapshot = %s, "collecting unreferenced snapshot");
@@ -173,6 +178,12 @@ impl ImageStore {
             }
         }
         Ok(())
+    }
+
+    /// Held (shared) by a container create from resolving its image until its record is
+    /// written, so that a concurrent RemoveImage cannot collect the layers in between.
+    pub async fn use_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().await
     }
 
     /// Bytes and inodes used by image content and snapshots.

@@ -63,19 +63,21 @@ mod tests {
             exit_code: 137,
             signal: Some(9),
             finished_at: "2024-02-29T12:34:56.500000000Z".into(),
+            oom_killed: false,
         };
         write(&path, &first).unwrap();
         assert_eq!(read(&path).unwrap(), Some(first));
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            "{\"pid\":10,\"exit_code\":137,\"signal\":9,\"finished_at\":\"2024-02-29T12:34:56.500000000Z\"}\n"
+            "{\"pid\":10,\"exit_code\":137,\"signal\":9,\"finished_at\":\"2024-02-29T12:34:56.500000000Z\",\"oom_killed\":false}\n"
         );
         let second = ExitStatus {
             pid: 11,
             exit_code: 3,
             signal: None,
             finished_at: "2024-03-01T00:00:00.000000000Z".into(),
+            oom_killed: true,
         };
         write(&path, &second).unwrap();
         assert_eq!(read(&path).unwrap(), Some(second));

@@ -4,8 +4,10 @@
 //! RunPodSandbox, it forks away into its own session ([`daemon`]), becomes the pod's
 //! subreaper, starts the pause when the pod shares its PID namespace ([`pause`]), and
 //! serves corrald over `<dir>/shim.sock` ([`protocol`], [`server`]) while it reaps every
-//! child and records each tracked exit ([`reaper`], [`exit_file`]). It outlives corrald;
-//! a restarted corrald reattaches through [`crate::shim_client::connect`].
+//! child and records each tracked exit ([`reaper`], [`exit_file`]). It holds each
+//! container's stdio and writes its CRI log ([`cri_log`]), and runs ExecSync's processes
+//! with their output captured in memory ([`exec`]). It outlives corrald; a restarted
+//! corrald reattaches through [`crate::shim_client::connect`].
 //!
 //! Children the shim forks inherit its blocked signal mask (SIGCHLD, SIGTERM, SIGINT),
 //! ignored SIGPIPE and `oom_score_adj`; a container init must reset all three before it
@@ -14,12 +16,18 @@
 //! Only [`daemon`] and [`pause`] (which fork) and [`sys`] (poll, _exit) may use `unsafe`.
 
 pub mod args;
+mod container;
+pub mod cri_log;
 #[allow(unsafe_code)]
 mod daemon;
+mod exec;
 pub mod exit_file;
+#[allow(unsafe_code)]
+pub mod init;
 #[allow(unsafe_code)]
 pub(crate) mod pause;
 pub mod protocol;
+mod pty;
 mod reaper;
 mod server;
 #[allow(unsafe_code)]

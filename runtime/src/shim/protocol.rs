@@ -16,16 +16,26 @@
 //! then decodes the rest as the reply type of the op it sent; unknown fields are ignored
 //! both ways, so either side may add optional fields without breaking the other.
 //!
-//! Container operations slot in as new [`Request`] variants with their own reply structs,
-//! keyed by an `id` the shim tracks in its process table ([`ProcessStatus::id`]):
-//! `create_container {id, bundle, exit_file, log_path, tty, stdin, ...}`,
-//! `start_container {id}`, `exec {id, container_id, args, env, cwd, timeout_ms, ...}`,
-//! `kill {id, signal}`, `wait {id}` (answered when the process exits), and
-//! `reopen_log {id}`. An op may defer its answer (as `shutdown` does); the shim keeps
-//! serving other connections meanwhile, and answers on one connection stay in request order.
+//! Container operations, keyed by the container id the shim tracks in its process table
+//! ([`ProcessStatus::id`]):
+//!
+//! ```text
+//! {"op":"create_container",..CreateContainer} -> {"ok":true,"pid":77}   (blocked before execve)
+//! {"op":"start_container","id":".."}           -> {"ok":true}            (execve done)
+//! {"op":"kill","id":"..","signal":15}          -> {"ok":true}
+//! {"op":"wait","id":".."}                      -> ExitStatus, deferred until the exit
+//! {"op":"exec",..Exec}                         -> ExecReply, deferred until the exit or timeout
+//! {"op":"reopen_log","id":".."}                -> {"ok":true}
+//! {"op":"forget","id":".."}                    -> {"ok":true}            (drop an exited one)
+//! ```
+//!
+//! An op may defer its answer (as `shutdown` does); the shim keeps serving other
+//! connections meanwhile, and answers on one connection stay in request order.
 //!
 //! The same JSON line is the shim's readiness report on its ready pipe: a ping answer on
 //! success, an [`ErrorReply`] on failure.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +53,17 @@ pub const SHIM_COMM: &str = "corral-shim";
 pub const PAUSE_COMM: &str = "corral-pause";
 /// The longest request or answer line either side accepts.
 pub const MAX_LINE: usize = 1 << 20;
+/// The longest answer corrald accepts: an exec's two capped outputs, base64, plus slack.
+pub const MAX_ANSWER: usize = 48 << 20;
+/// ExecSync's cap on each of stdout and stderr, as kubelet's.
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 /// The [`ProcessStatus::id`] of the pause.
 pub const PAUSE_ID: &str = "pause";
 
 /// One request line. New operations are new variants; the tag is the `op` field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// One request lives at a time, briefly: boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Liveness and identity: answers [`PingReply`].
@@ -60,6 +76,23 @@ pub enum Request {
         #[serde(default)]
         grace_ms: u64,
     },
+    /// Make a container's init, blocked right before `execve`: answers [`CreateReply`].
+    CreateContainer(CreateContainer),
+    /// Release a created container's init into `execve`: answers [`Empty`] once the exec
+    /// happened, or the reason it failed.
+    StartContainer { id: String },
+    /// Send `signal` to a container's init (or an exec's process): answers [`Empty`]; a
+    /// process that has already exited is success.
+    Kill { id: String, signal: i32 },
+    /// Answer the process's [`ExitStatus`] once it has exited (at once if it has).
+    Wait { id: String },
+    /// Run a process inside a running container, capture its output: answers [`ExecReply`]
+    /// when it exits or its timeout kills it.
+    Exec(Exec),
+    /// Reopen the container's CRI log file (after kubelet rotated it): answers [`Empty`].
+    ReopenLog { id: String },
+    /// Drop an exited process from the table (the container was removed): answers [`Empty`].
+    Forget { id: String },
 }
 
 impl Request {
@@ -69,8 +102,92 @@ impl Request {
             Request::Ping => "ping",
             Request::Status => "status",
             Request::Shutdown { .. } => "shutdown",
+            Request::CreateContainer(_) => "create_container",
+            Request::StartContainer { .. } => "start_container",
+            Request::Kill { .. } => "kill",
+            Request::Wait { .. } => "wait",
+            Request::Exec(_) => "exec",
+            Request::ReopenLog { .. } => "reopen_log",
+            Request::Forget { .. } => "forget",
         }
     }
+}
+
+/// Everything the shim needs to make a container's init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateContainer {
+    /// The container id; the key of every later op.
+    pub id: String,
+    /// The bundle dir: `config.json` (the OCI runtime spec corrald wrote) and the empty
+    /// `rootfs` dir the overlay is mounted on, inside the container's own mount namespace.
+    pub bundle: PathBuf,
+    /// The overlay that becomes the root filesystem.
+    pub rootfs: RootfsMount,
+    /// Where the exit is recorded ([`ExitStatus`] as JSON, written atomically).
+    pub exit_file: PathBuf,
+    /// The CRI log file; its parent dirs are made if missing. None: output is discarded.
+    #[serde(default)]
+    pub log_path: Option<PathBuf>,
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep a pipe on the container's stdin (for attach); /dev/null otherwise.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// `cgroup.procs` files (one per v1 hierarchy, or the one v2 file) the init is written
+    /// into before it runs anything of the container's.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The container's `memory.events` (v2) or `memory.oom_control` (v1): its `oom_kill`
+    /// count, read at create and at exit, tells whether the OOM killer ended it.
+    #[serde(default)]
+    pub oom_file: Option<PathBuf>,
+}
+
+/// An overlay: `lower` dirs topmost first (may be a single dir, then no upper is needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsMount {
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Mount the overlay read-only (CRI readonly_rootfs).
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Answer to [`Request::CreateContainer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateReply {
+    /// The init's host pid.
+    pub pid: i32,
+}
+
+/// A process to run inside a running container (ExecSync).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exec {
+    /// The exec's own id, unique within the shim while it runs.
+    pub id: String,
+    pub container_id: String,
+    /// The OCI process to run: the container's own (user, capabilities, no_new_privs, env,
+    /// cwd, rlimits) with the exec's args; the container's seccomp profile applies too.
+    pub process: oci_spec::runtime::Process,
+    /// 0: no timeout. When it passes, the process and every descendant get SIGKILL and
+    /// the answer has `timed_out`.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Each of stdout and stderr is cut at this many bytes (kubelet: 16 MiB).
+    pub max_output: usize,
+}
+
+/// Answer to [`Request::Exec`]. Output is base64 so that any bytes survive JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecReply {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 /// A success answer: `{"ok":true}` merged with the op's reply.
@@ -125,6 +242,9 @@ pub struct ProcessStatus {
     pub exit_file: Option<std::path::PathBuf>,
     /// None while the process runs.
     pub exit: Option<ExitStatus>,
+    /// For a container: whether StartContainer has released it into `execve`.
+    #[serde(default)]
+    pub started: bool,
 }
 
 /// How a process ended; also the content of an exit file.
@@ -137,6 +257,9 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     /// RFC 3339 UTC with nanoseconds.
     pub finished_at: String,
+    /// The kernel's OOM killer ended it (the cgroup's `oom_kill` count grew while it ran).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// A failure answer.

@@ -2,7 +2,9 @@
 //!
 //! The shim is the pod's subreaper, so orphans anywhere below it land on it too; [`Reaper::reap`]
 //! collects every exited child (tracked or not) so none stays a zombie, and records the
-//! exits of tracked ones, in the exit file when one was registered.
+//! exits of tracked ones, in the exit file when one was registered. The caller completes
+//! each exit first (a container's OOM flag, its log drained): the exit file is the last
+//! word, written once and atomically, so whoever reads it sees the finished record.
 
 use std::path::PathBuf;
 
@@ -51,6 +53,27 @@ impl Reaper {
             .map(|p| p.pid)
     }
 
+    /// Whether any entry, live or exited, has this id.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.procs.iter().any(|p| p.id == id)
+    }
+
+    /// The latest entry with this id: None when there is none; its exit when it ended.
+    pub fn exit_of(&self, id: &str) -> Option<Option<&ExitStatus>> {
+        self.procs
+            .iter()
+            .rev()
+            .find(|p| p.id == id)
+            .map(|p| p.exit.as_ref())
+    }
+
+    /// Drop the exited entry for `id` and `pid` (a removed container, an answered exec);
+    /// a live one stays.
+    pub fn forget(&mut self, id: &str, pid: Pid) {
+        self.procs
+            .retain(|p| !(p.id == id && p.pid == pid && p.exit.is_some()));
+    }
+
     pub fn statuses(&self) -> Vec<ProcessStatus> {
         self.procs
             .iter()
@@ -59,12 +82,22 @@ impl Reaper {
                 pid: p.pid.as_raw(),
                 exit_file: p.exit_file.clone(),
                 exit: p.exit.clone(),
+                started: true,
             })
             .collect()
     }
 
     /// Reap every exited child; return the tracked ones that ended now.
     pub fn reap(&mut self) -> Vec<Tracked> {
+        self.reap_with(|_, _| {})
+    }
+
+    /// [`Reaper::reap`], letting `complete` finish each tracked exit before it is
+    /// recorded and its exit file written.
+    pub fn reap_with(
+        &mut self,
+        mut complete: impl FnMut(&Tracked, &mut ExitStatus),
+    ) -> Vec<Tracked> {
         let mut ended = Vec::new();
         loop {
             let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -76,7 +109,7 @@ impl Reaper {
                 }
                 Ok(status) => status,
             };
-            let Some((pid, exit)) = exit_status(status) else {
+            let Some((pid, mut exit)) = exit_status(status) else {
                 continue;
             };
             if let Some(p) = self
@@ -84,6 +117,7 @@ impl Reaper {
                 .iter_mut()
                 .find(|p| p.pid == pid && p.exit.is_none())
             {
+                complete(p, &mut exit);
                 if let Some(path) = &p.exit_file {
                     if let Err(e) = exit_file::write(path, &exit) {
                         log(format_args!("writing exit file {}: {e}", path.display()));
@@ -111,6 +145,7 @@ pub fn exit_status(status: WaitStatus) -> Option<(Pid, ExitStatus)> {
             exit_code,
             signal,
             finished_at: now_rfc3339_nano(),
+            oom_killed: false,
         },
     ))
 }

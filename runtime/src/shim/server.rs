@@ -1,10 +1,15 @@
-//! The main loop: one `poll` over the signalfd, the listening socket and every client
-//! connection; no threads, no async runtime.
+//! The main loop: one `poll` over the signalfd, the listening socket, every client
+//! connection and every container's and exec's output; no threads, no async runtime.
 //!
 //! Each connection has a read buffer cut into lines and a write buffer drained as the
-//! socket accepts. A request is answered at once, or deferred (`shutdown`, and later
-//! `wait` or `exec`): a connection with a deferred answer reads nothing more until it is
-//! answered, so answers stay in request order, while other connections are served.
+//! socket accepts. A request is answered at once, or deferred (`shutdown`, `wait`,
+//! `exec`): a connection with a deferred answer reads nothing more until it is answered,
+//! so answers stay in request order, while other connections are served.
+//!
+//! Each round: output first (one read of at most [`READ_BUF`] bytes per ready fd, into
+//! the CRI log or an exec's capture), then exits (a container's output is drained and
+//! its OOM flag decided before its exit file is written and its waiters answered), then
+//! new connections and requests, then exec timeouts.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -12,16 +17,20 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
+use super::container::Container;
 use super::daemon::remove_if_exists;
+use super::exec::ExecRun;
 use super::log;
 use super::pause::{self, Pause};
 use super::protocol::{
-    encode_error, encode_success, Empty, ErrorCode, ErrorReply, PingReply, Request, StatusReply,
-    MAX_LINE, PID_FILE, SOCKET_FILE,
+    encode_error, encode_success, CreateContainer, CreateReply, Empty, ErrorCode, ErrorReply, Exec,
+    PingReply, Request, StatusReply, MAX_LINE, PAUSE_ID, PID_FILE, SOCKET_FILE,
 };
 use super::reaper::Reaper;
 use super::sys::{self, pollfd, POLLIN, POLLOUT};
@@ -36,6 +45,10 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// How long the last answer may take to write before the shim exits regardless.
 const LAST_WRITE: Duration = Duration::from_secs(1);
+/// The one read buffer every output shares: the most read from one fd in one round.
+pub const READ_BUF: usize = 64 * 1024;
+/// The log-formatting buffer is given back once it grew past this.
+const SCRATCH_KEEP: usize = 256 * 1024;
 
 pub struct Server {
     pod_id: String,
@@ -48,6 +61,16 @@ pub struct Server {
     reaper: Reaper,
     pause: Option<Pause>,
     stop: Option<Stop>,
+    /// Containers by creation order, until forgotten.
+    containers: Vec<Container>,
+    /// Execs until answered.
+    execs: Vec<ExecRun>,
+    /// Connections waiting for the exit of a process: (connection, process id).
+    waiters: Vec<(u64, String)>,
+    /// The shared read buffer ([`READ_BUF`]), allocated on the first output.
+    buf: Vec<u8>,
+    /// Log lines being formatted.
+    scratch: Vec<u8>,
 }
 
 /// A shutdown in progress.
@@ -80,6 +103,32 @@ enum Outcome {
     Deferred,
 }
 
+impl Outcome {
+    fn reply<T: Serialize>(result: Result<T, ErrorReply>) -> Outcome {
+        Outcome::Now(match result {
+            Ok(reply) => encode_success(&reply),
+            Err(e) => encode_error(&e),
+        })
+    }
+}
+
+/// Which output a poll entry is.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// (index in `containers`, index in its outputs)
+    Container(usize, usize),
+    /// (index in `execs`, index in its captures)
+    Exec(usize, usize),
+}
+
+fn not_found(what: &str, id: &str) -> ErrorReply {
+    ErrorReply::new(ErrorCode::NotFound, format!("no {what} {id:?} in this pod"))
+}
+
+fn precondition(message: String) -> ErrorReply {
+    ErrorReply::new(ErrorCode::FailedPrecondition, message)
+}
+
 impl Server {
     pub fn new(pod_id: String, dir: PathBuf, listener: UnixListener, signals: SignalFd) -> Self {
         Server {
@@ -93,6 +142,11 @@ impl Server {
             reaper: Reaper::default(),
             pause: None,
             stop: None,
+            containers: Vec::new(),
+            execs: Vec::new(),
+            waiters: Vec::new(),
+            buf: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -141,6 +195,11 @@ impl Server {
                     continue;
                 }
             };
+            for (source, events) in ready.outputs {
+                if events != 0 {
+                    self.on_output(source);
+                }
+            }
             if ready.signals {
                 self.on_signals();
             }
@@ -152,7 +211,12 @@ impl Server {
                     self.on_conn(index, events);
                 }
             }
+            self.on_exec_timers();
+            self.pump();
             self.conns.retain(|c| !c.finished());
+            if self.scratch.capacity() > SCRATCH_KEEP {
+                self.scratch = Vec::new();
+            }
             if self.drive_stop() {
                 self.finish();
             }
@@ -160,11 +224,16 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let stop = self.stop.as_ref()?;
-        let next = match stop.killed_at {
+        let stop = self.stop.as_ref().map(|stop| match stop.killed_at {
             Some(at) => at + KILL_WAIT,
             None => stop.deadline,
-        };
+        });
+        let next = self
+            .execs
+            .iter()
+            .filter_map(ExecRun::next_timer)
+            .chain(stop)
+            .min()?;
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
@@ -188,12 +257,49 @@ impl Server {
             }
             fds.push(fd);
         }
+        let mut sources = Vec::new();
+        for (ci, c) in self.containers.iter().enumerate() {
+            for (oi, fd) in c.open_outputs() {
+                fds.push(pollfd(fd, POLLIN));
+                sources.push(Source::Container(ci, oi));
+            }
+        }
+        for (ei, e) in self.execs.iter().enumerate() {
+            for (oi, fd) in e.open_outputs() {
+                fds.push(pollfd(fd, POLLIN));
+                sources.push(Source::Exec(ei, oi));
+            }
+        }
         sys::poll(&mut fds, timeout)?;
+        let conns_end = 2 + self.conns.len();
         Ok(Ready {
             signals: fds[0].revents != 0,
             listener: fds[1].revents != 0,
-            conns: fds[2..].iter().map(|f| f.revents).collect(),
+            conns: fds[2..conns_end].iter().map(|f| f.revents).collect(),
+            outputs: sources
+                .into_iter()
+                .zip(fds[conns_end..].iter().map(|f| f.revents))
+                .collect(),
         })
+    }
+
+    /// One read from a ready output (POLLHUP and POLLERR too: the read tells the end).
+    fn on_output(&mut self, source: Source) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUF];
+        }
+        match source {
+            Source::Container(ci, oi) => {
+                if let Some(c) = self.containers.get_mut(ci) {
+                    c.read(oi, &mut self.buf, &mut self.scratch);
+                }
+            }
+            Source::Exec(ei, oi) => {
+                if let Some(e) = self.execs.get_mut(ei) {
+                    e.read(oi, &mut self.buf);
+                }
+            }
+        }
     }
 
     fn on_signals(&mut self) {
@@ -224,13 +330,98 @@ impl Server {
 
     fn reap(&mut self) {
         let pause_pid = self.pause.as_ref().map(|p| p.pid);
-        for ended in self.reaper.reap() {
-            if Some(ended.pid) == pause_pid && self.stop.is_none() {
-                log(format_args!(
-                    "the pause (pid {}) died: {:?}",
-                    ended.pid, ended.exit
-                ));
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUF];
+        }
+        let (containers, buf, scratch) = (&mut self.containers, &mut self.buf, &mut self.scratch);
+        let ended = self.reaper.reap_with(|tracked, exit| {
+            // A container's log is complete and its OOM flag set before its exit file says
+            // it ended (whoever reads the file next may act on it at once).
+            if let Some(c) = containers
+                .iter_mut()
+                .find(|c| c.id == tracked.id && c.pid == tracked.pid)
+            {
+                c.on_exit(exit, buf, scratch);
             }
+        });
+        for ended in ended {
+            let Some(exit) = ended.exit else {
+                continue;
+            };
+            if Some(ended.pid) == pause_pid && self.stop.is_none() {
+                log(format_args!("the pause (pid {}) died: {exit:?}", ended.pid));
+            }
+            let answer = encode_success(&exit);
+            let waiting: Vec<u64> = self
+                .waiters
+                .iter()
+                .filter(|(_, id)| *id == ended.id)
+                .map(|(conn, _)| *conn)
+                .collect();
+            self.waiters.retain(|(_, id)| *id != ended.id);
+            for conn in waiting {
+                self.answer(conn, answer.clone());
+            }
+            let is_container = self
+                .containers
+                .iter()
+                .any(|c| c.id == ended.id && c.pid == ended.pid);
+            if let Some(i) = self
+                .execs
+                .iter()
+                .position(|e| e.id == ended.id && e.pid == ended.pid)
+            {
+                let mut run = self.execs.remove(i);
+                run.drain(&mut self.buf);
+                let answer = run.answer(Some(&exit));
+                self.answer(run.reply_to, answer);
+            }
+            // Execs (answered, or given up on after a timeout) leave no record.
+            if !is_container && ended.id != PAUSE_ID {
+                self.reaper.forget(&ended.id, ended.pid);
+            }
+        }
+    }
+
+    /// Give a deferred answer to connection `conn` (gone: nobody to tell).
+    fn answer(&mut self, conn: u64, answer: Vec<u8>) {
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
+            c.wbuf.extend_from_slice(&answer);
+            c.waiting = false;
+        }
+    }
+
+    /// Serve what connections unblocked by deferred answers have buffered, and write.
+    fn pump(&mut self) {
+        for index in 0..self.conns.len() {
+            self.serve_lines(index);
+            self.conns[index].flush();
+        }
+    }
+
+    /// Exec deadlines: kill at the deadline, answer once the kill had its time.
+    fn on_exec_timers(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.execs.len() {
+            if !self.execs[i].on_timer(now) {
+                i += 1;
+                continue;
+            }
+            let mut run = self.execs.remove(i);
+            log(format_args!(
+                "exec {} in {} (pid {}) not reaped {:?} after its SIGKILL; answering",
+                run.id,
+                run.container_id,
+                run.pid,
+                super::exec::KILL_WAIT
+            ));
+            if self.buf.is_empty() {
+                self.buf = vec![0; READ_BUF];
+            }
+            run.drain(&mut self.buf);
+            let answer = run.answer(None);
+            self.answer(run.reply_to, answer);
         }
     }
 
@@ -326,18 +517,143 @@ impl Server {
                 pid: self.pid,
                 pause_pid: self.pause_pid(),
             })),
-            Request::Status => Outcome::Now(encode_success(&StatusReply {
-                pid: self.pid,
-                pod_id: self.pod_id.clone(),
-                pause_pid: self.pause_pid(),
-                stopping: self.stop.is_some(),
-                processes: self.reaper.statuses(),
-            })),
+            Request::Status => Outcome::Now(encode_success(&self.status())),
             Request::Shutdown { grace_ms } => {
                 self.begin_stop(Duration::from_millis(grace_ms), Some(conn));
                 Outcome::Deferred
             }
+            Request::CreateContainer(req) => Outcome::reply(self.create_container(&req)),
+            Request::StartContainer { id } => Outcome::reply(
+                self.container(&id)
+                    .and_then(|c| c.start())
+                    .map(|()| Empty {}),
+            ),
+            Request::Kill { id, signal } => Outcome::reply(self.kill(&id, signal)),
+            Request::Wait { id } => match self.reaper.exit_of(&id) {
+                None => Outcome::Now(encode_error(&not_found("process", &id))),
+                Some(Some(exit)) => Outcome::Now(encode_success(exit)),
+                Some(None) => {
+                    self.waiters.push((conn, id));
+                    Outcome::Deferred
+                }
+            },
+            Request::Exec(req) => match self.exec(&req, conn) {
+                Ok(()) => Outcome::Deferred,
+                Err(e) => Outcome::Now(encode_error(&e)),
+            },
+            Request::ReopenLog { id } => Outcome::reply(
+                self.container(&id)
+                    .and_then(|c| c.reopen_log())
+                    .map(|()| Empty {}),
+            ),
+            Request::Forget { id } => Outcome::reply(self.forget(&id).map(|()| Empty {})),
         })
+    }
+
+    fn status(&self) -> StatusReply {
+        let mut processes = self.reaper.statuses();
+        for p in &mut processes {
+            if let Some(c) = self
+                .containers
+                .iter()
+                .find(|c| c.id == p.id && c.pid.as_raw() == p.pid)
+            {
+                p.started = c.started;
+            }
+        }
+        StatusReply {
+            pid: self.pid,
+            pod_id: self.pod_id.clone(),
+            pause_pid: self.pause_pid(),
+            stopping: self.stop.is_some(),
+            processes,
+        }
+    }
+
+    fn container(&mut self, id: &str) -> Result<&mut Container, ErrorReply> {
+        self.containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found("container", id))
+    }
+
+    fn refuse_when_stopping(&self) -> Result<(), ErrorReply> {
+        match self.stop {
+            Some(_) => Err(precondition("the pod's shim is stopping".into())),
+            None => Ok(()),
+        }
+    }
+
+    fn create_container(&mut self, req: &CreateContainer) -> Result<CreateReply, ErrorReply> {
+        self.refuse_when_stopping()?;
+        if self.reaper.has_id(&req.id) || self.containers.iter().any(|c| c.id == req.id) {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyExists,
+                format!("container {:?} already exists in this pod", req.id),
+            ));
+        }
+        let container = Container::create(req)?;
+        // Tracked before the loop reaps again, so that its exit cannot be missed.
+        self.reaper
+            .track(&container.id, container.pid, Some(req.exit_file.clone()));
+        let pid = container.pid.as_raw();
+        self.containers.push(container);
+        Ok(CreateReply { pid })
+    }
+
+    fn kill(&mut self, id: &str, signal: i32) -> Result<Empty, ErrorReply> {
+        let signal = match signal {
+            0 => None,
+            n => Some(
+                Signal::try_from(n).map_err(|e| ErrorReply::invalid("signal", e.to_string()))?,
+            ),
+        };
+        if let Some(run) = self.execs.iter().find(|e| e.id == id) {
+            return match kill(run.pid, signal) {
+                Ok(()) | Err(nix::Error::ESRCH) => Ok(Empty {}),
+                Err(e) => Err(ErrorReply::new(ErrorCode::Internal, format!("kill: {e}"))),
+            };
+        }
+        self.container(id)?.kill(signal)?;
+        Ok(Empty {})
+    }
+
+    fn exec(&mut self, req: &Exec, conn: u64) -> Result<(), ErrorReply> {
+        self.refuse_when_stopping()?;
+        if self.reaper.has_id(&req.id) || self.execs.iter().any(|e| e.id == req.id) {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyExists,
+                format!("exec id {:?} is in use in this pod", req.id),
+            ));
+        }
+        let container = self
+            .containers
+            .iter()
+            .find(|c| c.id == req.container_id)
+            .ok_or_else(|| not_found("container", &req.container_id))?;
+        if !container.running() {
+            return Err(precondition(format!(
+                "container {} is not running",
+                req.container_id
+            )));
+        }
+        let run = ExecRun::spawn(req, container, conn)?;
+        self.reaper.track(&run.id, run.pid, None);
+        self.execs.push(run);
+        Ok(())
+    }
+
+    fn forget(&mut self, id: &str) -> Result<(), ErrorReply> {
+        let Some(index) = self.containers.iter().position(|c| c.id == id) else {
+            return Ok(());
+        };
+        if self.containers[index].exit.is_none() {
+            return Err(precondition(format!("container {id} has not exited")));
+        }
+        let mut container = self.containers.remove(index);
+        container.close(&mut self.scratch);
+        self.reaper.forget(id, container.pid);
+        Ok(())
     }
 
     /// SIGTERM every tracked process but the pause (see [`Stop::pause_termed`]).
@@ -347,6 +663,10 @@ impl Server {
             stop.deadline = stop.deadline.min(deadline);
             stop.reply_to.extend(reply_to);
             return;
+        }
+        // Inits still waiting for their start have every signal but SIGKILL blocked.
+        for c in &mut self.containers {
+            c.abort();
         }
         let pause = self.pause.as_ref().map(|p| p.pid);
         for pid in self.reaper.live().filter(|pid| Some(*pid) != pause) {
@@ -424,6 +744,11 @@ impl Server {
             .as_ref()
             .map(|s| s.reply_to.clone())
             .unwrap_or_default();
+        // Answers already due (waits for the exits the stop caused) go out as far as the
+        // sockets take them now; the shutdown's own answer is waited for, briefly.
+        for conn in &mut self.conns {
+            conn.flush();
+        }
         for conn in self.conns.iter_mut().filter(|c| reply_to.contains(&c.id)) {
             conn.wbuf.extend_from_slice(&answer);
             let _ = conn.stream.set_nonblocking(false);
@@ -439,6 +764,7 @@ struct Ready {
     signals: bool,
     listener: bool,
     conns: Vec<i16>,
+    outputs: Vec<(Source, i16)>,
 }
 
 impl Conn {

@@ -23,6 +23,46 @@ pub fn rfc3339_nano(t: SystemTime) -> String {
     )
 }
 
+/// Unix nanoseconds of a `2006-01-02T15:04:05.999999999Z` timestamp (UTC, as
+/// [`rfc3339_nano`] writes them; fewer fraction digits are fine). None if malformed.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let m: i64 = t.next()?.parse().ok()?;
+    let sec: i64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + h * 3600 + m * 60 + sec) * 1_000_000_000) + nanos)
+}
+
+/// The inverse of [`civil_from_days`] (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
 /// `civil_from_days`.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -60,5 +100,25 @@ mod tests {
             rfc3339_nano(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for nanos in [0i64, 1, 951_782_400_123_456_789, 1_798_761_599_999_999_999] {
+            let t = UNIX_EPOCH + std::time::Duration::from_nanos(nanos as u64);
+            assert_eq!(parse_rfc3339_nanos(&rfc3339_nano(t)), Some(nanos));
+        }
+        assert_eq!(
+            parse_rfc3339_nanos("1970-01-01T00:00:01.5Z"),
+            Some(1_500_000_000)
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00",
+        ] {
+            assert_eq!(parse_rfc3339_nanos(bad), None, "{bad}");
+        }
     }
 }

@@ -11,6 +11,8 @@ pub(crate) const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("im
 pub(crate) const IMAGE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("image_names");
 /// Sandbox id → JSON [`crate::sandbox::SandboxRecord`].
 pub(crate) const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+/// Container id → JSON [`crate::container::ContainerRecord`].
+pub(crate) const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
 pub(crate) fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(e.into().to_string())
@@ -35,6 +37,7 @@ impl Db {
         txn.open_table(IMAGES).map_err(store_err)?;
         txn.open_table(IMAGE_NAMES).map_err(store_err)?;
         txn.open_table(SANDBOXES).map_err(store_err)?;
+        txn.open_table(CONTAINERS).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         Ok(Db { db: Arc::new(db) })
     }

@@ -1,5 +1,13 @@
 //! RuntimeService RPCs, one file each.
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_reopen_log;
+mod container_start;
+mod container_status;
+mod container_stop;
+mod exec_sync;
 mod runtime_config;
 mod runtime_config_update;
 mod sandbox_list;

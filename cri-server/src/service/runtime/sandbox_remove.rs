@@ -10,6 +10,9 @@ impl CriService {
         if req.pod_sandbox_id.is_empty() {
             return Err(CriError::invalid("pod_sandbox_id", "required"));
         }
+        if let Some(pod) = self.sandboxes().find(&req.pod_sandbox_id)? {
+            self.containers().remove_pod(&pod.id).await?;
+        }
         self.sandboxes().remove(&req.pod_sandbox_id).await?;
         Ok(proto::RemovePodSandboxResponse {})
     }

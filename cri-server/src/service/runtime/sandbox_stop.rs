@@ -1,4 +1,8 @@
 use crate::service::CriService;
+
+/// The grace a pod's still-running containers get when the pod is stopped (kubelet stops
+/// them itself first, with the pod's own grace period).
+const CONTAINER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::status::CriError;
 
 impl CriService {
@@ -9,6 +13,13 @@ impl CriService {
     ) -> Result<proto::StopPodSandboxResponse, CriError> {
         if req.pod_sandbox_id.is_empty() {
             return Err(CriError::invalid("pod_sandbox_id", "required"));
+        }
+        // The containers first: each with a short grace, and their cgroups gone before the
+        // pod's cgroup is deleted.
+        if let Some(pod) = self.sandboxes().find(&req.pod_sandbox_id)? {
+            self.containers()
+                .stop_pod(&pod.id, CONTAINER_STOP_GRACE)
+                .await?;
         }
         self.sandboxes().stop(&req.pod_sandbox_id).await?;
         Ok(proto::StopPodSandboxResponse {})

@@ -1,0 +1,282 @@
+//! Containers: an OCI bundle, a writable layer, a cgroup below the pod's, and an init run
+//! by the pod's `corral-shim`. One [`ContainerRecord`] per container owns all of them;
+//! `remove` releases them, each step idempotent.
+//!
+//! ```text
+//!  create ──▶ Created ──start──▶ Running ──exit / stop──▶ Exited ──remove──▶ (gone)
+//!     ╰─ failure: every step made so far is undone, nothing is recorded
+//! ```
+//!
+//! The shim, not corrald, sees a container exit: it writes the exit (code, signal, OOM,
+//! time) atomically to `<bundle>/exit`. corrald reads that file whenever it looks at a
+//! container that it last knew as running ([`Containers::refresh`]), so an exit while
+//! corrald was down is reported with its real code and time after a restart.
+
+pub mod config;
+mod create;
+mod exec;
+mod remove;
+pub mod spec;
+mod start;
+mod stop;
+mod user;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{ContainerConfig, ImageInfo};
+pub use exec::ExecOutput;
+
+use crate::error::{Error, Result};
+use crate::shim::exit_file;
+use crate::shim::protocol::ExitStatus;
+use crate::store::Db;
+
+/// The bundle's file that the shim records the exit in.
+pub const EXIT_FILE: &str = "exit";
+/// The bundle's OCI runtime spec.
+pub const SPEC_FILE: &str = "config.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// The image a container was made from, as it was at create.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The name ContainerStatus shows: the image's first tag, else what the request said.
+    pub name: String,
+    /// The image id (config digest).
+    pub id: String,
+    /// The digested reference (`repo@sha256:…`), what CRI calls image_ref.
+    pub reference: String,
+    /// The layers' diff ids, bottom first: held from garbage collection while the
+    /// container exists.
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub config: ContainerConfig,
+    pub image: ImageRef,
+    pub state: ContainerState,
+    /// Unix nanoseconds; 0 when it has not happened.
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, `StartError`, or empty while it runs.
+    pub reason: String,
+    pub message: String,
+    /// The init's host pid, once created.
+    pub pid: Option<i32>,
+    /// `<state>/containers/<id>`: config.json, the rootfs mount point, the exit file.
+    pub bundle: PathBuf,
+    /// `<root>/containers/<id>`: the overlay's upper and work dirs.
+    pub layer_dir: PathBuf,
+    /// The pod's state dir, where its shim listens.
+    pub pod_dir: PathBuf,
+    /// Absolute CRI log path, when kubelet asked for one.
+    pub log_path: Option<PathBuf>,
+    /// The container's cgroup (below the pod's).
+    pub cgroup: String,
+    /// The signal StopContainer sends first (the image's StopSignal, else SIGTERM).
+    pub stop_signal: i32,
+}
+
+impl ContainerRecord {
+    pub fn exit_file(&self) -> PathBuf {
+        self.bundle.join(EXIT_FILE)
+    }
+
+    pub fn spec_file(&self) -> PathBuf {
+        self.bundle.join(SPEC_FILE)
+    }
+
+    /// The overlay's upper dir: what the container wrote.
+    pub fn upper_dir(&self) -> PathBuf {
+        self.layer_dir.join("upper")
+    }
+
+    /// kubelet's unique name for it: `name_podname_podnamespace_poduid_attempt` is made by
+    /// the caller; here the part the container contributes.
+    pub fn is_running(&self) -> bool {
+        self.state == ContainerState::Running
+    }
+
+    /// Record an exit the shim wrote.
+    fn apply_exit(&mut self, exit: &ExitStatus) {
+        self.state = ContainerState::Exited;
+        self.exit_code = exit.exit_code;
+        self.finished_at = crate::shim::time::parse_rfc3339_nanos(&exit.finished_at)
+            .unwrap_or_else(crate::clock::now_nanos);
+        self.reason = if exit.oom_killed {
+            "OOMKilled"
+        } else if exit.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
+        if self.started_at == 0 && self.reason != "OOMKilled" {
+            // The init died before StartContainer released it: it never ran.
+            self.reason = "StartError".to_string();
+        }
+    }
+}
+
+/// All containers of this node.
+pub struct Containers {
+    db: Arc<Db>,
+    /// `<state>/containers`: bundles.
+    bundles_dir: PathBuf,
+    /// `<root>/containers`: writable layers.
+    layers_dir: PathBuf,
+    /// Unique names (pod id + name + attempt) of containers being created.
+    creating: Mutex<HashSet<String>>,
+    /// Serialises state changes per container (start vs stop vs remove).
+    locks: crate::locks::KeyedLocks,
+}
+
+impl Containers {
+    pub fn open(root: &Path, state: &Path, db: Arc<Db>) -> Result<Containers> {
+        let bundles_dir = state.join("containers");
+        let layers_dir = root.join("containers");
+        for dir in [&bundles_dir, &layers_dir] {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
+        let containers = Containers {
+            db,
+            bundles_dir,
+            layers_dir,
+            creating: Mutex::new(HashSet::new()),
+            locks: Default::default(),
+        };
+        containers.recover()?;
+        Ok(containers)
+    }
+
+    /// Every container, its state brought up to date.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+        self.db
+            .list_containers()?
+            .into_iter()
+            .map(|c| self.refresh(c))
+            .collect()
+    }
+
+    /// By full id or unique prefix, brought up to date.
+    pub fn get(&self, id: &str) -> Result<ContainerRecord> {
+        self.find(id)?.ok_or_else(|| Error::NotFound {
+            what: format!("container {id:?}"),
+        })
+    }
+
+    pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        if id.is_empty() {
+            return Err(Error::invalid("container_id", "empty"));
+        }
+        if let Some(exact) = self.db.get_container(id)? {
+            return self.refresh(exact).map(Some);
+        }
+        let mut matches = self
+            .db
+            .list_containers()?
+            .into_iter()
+            .filter(|c| c.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => self.refresh(one).map(Some),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "container_id",
+                format!("{id:?} matches more than one container"),
+            )),
+        }
+    }
+
+    /// The containers of one pod.
+    pub fn of_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|c| c.pod_id == pod_id)
+            .collect())
+    }
+
+    /// The OCI spec written at create, as JSON (for verbose status).
+    pub fn spec_json(&self, record: &ContainerRecord) -> Option<String> {
+        std::fs::read_to_string(record.spec_file()).ok()
+    }
+
+    /// Bring a record up to date with its exit file: a container last known as created or
+    /// running whose init has exited becomes Exited, and the change is stored.
+    fn refresh(&self, mut record: ContainerRecord) -> Result<ContainerRecord> {
+        if !matches!(
+            record.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Ok(record);
+        }
+        let exit = exit_file::read(&record.exit_file()).map_err(|e| {
+            Error::Internal(format!("reading {}: {e}", record.exit_file().display()))
+        })?;
+        match exit {
+            Some(exit) => {
+                record.apply_exit(&exit);
+                self.db.put_container(&record)?;
+            }
+            None if !crate::shim_client::is_alive(&record.pod_dir) => {
+                // Nobody is left to record an exit: the shim and its children are gone.
+                record.state = ContainerState::Exited;
+                record.exit_code = 255;
+                record.finished_at = crate::clock::now_nanos();
+                record.reason = "Error".into();
+                record.message = "the pod's shim exited without recording an exit".into();
+                self.db.put_container(&record)?;
+            }
+            None => {}
+        }
+        Ok(record)
+    }
+
+    /// At start-up: bring every record up to date and release bundles that no record
+    /// owns (a create killed half-way).
+    fn recover(&self) -> Result<()> {
+        let records = self.list()?;
+        let known: HashSet<PathBuf> = records.iter().map(|c| c.bundle.clone()).collect();
+        let known_layers: HashSet<PathBuf> = records.iter().map(|c| c.layer_dir.clone()).collect();
+        for (dir, known) in [
+            (&self.bundles_dir, &known),
+            (&self.layers_dir, &known_layers),
+        ] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !known.contains(&path) {
+                    tracing::warn!(dir = %path.display(), "releasing a container dir no record owns");
+                    if let Err(e) = remove::remove_dir(&path) {
+                        tracing::error!(dir = %path.display(), error = %e, "releasing");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fresh container id: 64 hex digits, like every CRI runtime's.
+fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}

@@ -1,0 +1,623 @@
+//! The container executor: each container's init and each exec's process, made by
+//! `corral-shim` (DESIGN.md, Containers). No runc: the shim forks, and its children do the
+//! namespace joins, the mounts and the credential changes themselves.
+//!
+//! ```text
+//! shim ──fork──▶ A: cgroup.procs, setns/unshare ──clone(CLONE_PARENT)──▶ B; A exits
+//!   ◀── "pid <B>" ──── A   (report pipe)
+//!   ◀── "ready" ────── B   (sync pipe)    after mounts, pivot_root, user, capabilities
+//!   ─── one byte ────▶ B   (start pipe)   then B ──execve──▶ the user's process
+//! ```
+//!
+//! A PID namespace change (unshare, or setns into the pod's) applies only to the children
+//! of the process that makes it, hence A. `CLONE_PARENT` makes B a child of the shim at
+//! once: the shim reaps B like any child, and reaps A by pid before this module returns.
+//! B sets up the container ([`rootfs`], [`process`]) and reports one line on the sync
+//! pipe: `ready`, or the step that failed. On the start byte it execs; the sync pipe is
+//! close-on-exec, so its end of file tells the shim that execve succeeded, and an `error`
+//! line that it did not (B then exits 127). A start pipe closed without a byte (an abort,
+//! a dropped [`Created`], or the shim died) makes B exit 1.
+//!
+//! An exec is the same with the container's namespaces (from `/proc/<init>/ns`) and no
+//! start pipe: B execs as soon as it is set up.
+//!
+//! The shim is single-threaded, so A and B are complete copies of it that may allocate;
+//! both end with `_exit` and never return into the shim's code, even when they panic.
+
+mod caps;
+mod process;
+mod rootfs;
+
+use std::fmt::Display;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::daemon::{close_fds_except, write_all};
+use super::sys::{self, exit_now};
+use crate::shim::protocol::RootfsMount;
+
+/// How long [`create`], [`Created::start`] and [`exec`] wait for the children.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The three stdio fds the process gets (for a tty: the pty slave three times).
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl Stdio {
+    fn raw(&self) -> [RawFd; 3] {
+        [
+            self.stdin.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+        ]
+    }
+}
+
+/// What [`create`] needs.
+pub struct CreateOptions<'a> {
+    /// Holds `config.json` (the OCI runtime spec) and the (empty or missing) dir `rootfs`.
+    pub bundle: &'a Path,
+    /// The overlay mounted on `<bundle>/rootfs` inside the container's mount namespace.
+    pub rootfs: &'a RootfsMount,
+    pub stdio: Stdio,
+    /// Make stdin the controlling terminal (after setsid).
+    pub tty: bool,
+    /// `cgroup.procs` files the init joins before any container setup.
+    pub cgroup_procs: &'a [PathBuf],
+}
+
+/// A container init blocked right before execve.
+#[derive(Debug)]
+pub struct Created {
+    /// The init's host pid; a child of the caller.
+    pub pid: Pid,
+    /// B's reports: `ready` came already; then end of file or an `error` line.
+    sync: OwnedFd,
+    /// One byte releases B into execve; closing it without one makes B exit 1.
+    start: OwnedFd,
+}
+
+/// Why a create, start or exec failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    /// The spec asks for something impossible; `field` names it (`process.args`,
+    /// `mounts[2].source`).
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// A step failed; the message names the step, the path and the errno.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl InitError {
+    /// The spec field at fault, when the caller's input caused the error.
+    pub fn invalid_argument(&self) -> Option<&str> {
+        match self {
+            InitError::InvalidArgument { field, .. } => Some(field),
+            InitError::Failed(_) => None,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        InitError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `<what>: <why>`, e.g. "mounting proc on /proc: EPERM: Operation not permitted".
+    fn step(what: impl Display, why: impl Display) -> Self {
+        InitError::Failed(format!("{what}: {why}"))
+    }
+
+    /// One line for the pipes between the shim and its children.
+    fn encode(&self) -> Vec<u8> {
+        let line = match self {
+            InitError::InvalidArgument { field, message } => format!("invalid {field} {message}"),
+            InitError::Failed(message) => format!("error {message}"),
+        };
+        let mut line = line.replace('\n', " ").into_bytes();
+        line.push(b'\n');
+        line
+    }
+
+    /// The reverse of [`encode`](Self::encode); None for a line that is not an error.
+    fn decode(line: &str) -> Option<Self> {
+        let (kind, rest) = line.trim_end().split_once(' ')?;
+        match kind {
+            "error" => Some(InitError::Failed(rest.to_string())),
+            "invalid" => {
+                let (field, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(InitError::invalid(field, message))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Make a container's init, blocked before execve; blocks up to 10 s. On failure nothing
+/// is left behind: the children are killed and reaped, and every mount they made was in
+/// their own mount namespace.
+pub fn create(opts: CreateOptions<'_>) -> Result<Created, InitError> {
+    let deadline = Instant::now() + TIMEOUT;
+    let config = opts.bundle.join("config.json");
+    let spec = Spec::load(&config)
+        .map_err(|e| InitError::step(format_args!("reading {}", config.display()), e))?;
+    let Some(process) = spec.process() else {
+        return Err(InitError::invalid("process", "the spec has no process"));
+    };
+    let process = process::Plan::new(process, opts.tty)?;
+    let rootfs = rootfs::Plan::new(&spec, opts.bundle, opts.rootfs, opts.tty)?;
+    let namespaces = Namespaces::for_create(&spec)?;
+
+    let (sync_r, sync_w) = pipe()?;
+    let (start_r, start_w) = pipe()?;
+    let stdio = opts.stdio;
+    let mut keep = stdio.raw().to_vec();
+    keep.extend([sync_w.as_raw_fd(), start_r.as_raw_fd()]);
+    let pid = spawn(&namespaces, opts.cgroup_procs, &keep, deadline, move || {
+        init_main(&rootfs, &process, stdio, sync_w, start_r)
+    })?;
+    let created = Created {
+        pid,
+        sync: sync_r,
+        start: start_w,
+    };
+    match read_line(&created.sync, deadline, "the init's setup") {
+        Ok(Some(line)) if line == "ready" => Ok(created),
+        outcome => {
+            kill_and_reap(pid);
+            Err(failure(outcome, pid, "the init"))
+        }
+    }
+}
+
+impl Created {
+    /// Release the init into execve. Returns once execve has succeeded (the sync pipe
+    /// closed on exec) or with the reason it failed (the init then exits 127; the caller
+    /// reaps it, as every other exit). An init that does not answer in 10 s gets SIGKILL.
+    pub fn start(self) -> Result<(), InitError> {
+        let deadline = Instant::now() + TIMEOUT;
+        if let Err(e) = write_all(&self.start, b"s") {
+            // EPIPE: the init is gone (killed, or its setup died after "ready").
+            return Err(InitError::step(
+                format_args!("releasing the init {}", self.pid),
+                e,
+            ));
+        }
+        match read_line(&self.sync, deadline, "the init's execve") {
+            Ok(None) => Ok(()),
+            Ok(Some(line)) => Err(InitError::decode(&line)
+                .unwrap_or_else(|| InitError::Failed(format!("the init said {line:?}")))),
+            Err(e) => {
+                let _ = kill(self.pid, Signal::SIGKILL);
+                Err(e)
+            }
+        }
+    }
+
+    /// Kill a created-but-never-started init with SIGKILL. It is not reaped here: it is
+    /// the caller's child, and the caller's reaper collects it as any other.
+    pub fn abort(self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+    }
+}
+
+/// What [`exec`] needs.
+pub struct ExecOptions<'a> {
+    /// The running container init (host pid), whose namespaces the process joins.
+    pub container_pid: Pid,
+    /// The container's spec.
+    pub spec: &'a oci_spec::runtime::Spec,
+    /// What to run: args, env, cwd, user, capabilities, no_new_privileges, rlimits.
+    pub process: &'a oci_spec::runtime::Process,
+    pub stdio: Stdio,
+    pub tty: bool,
+    pub cgroup_procs: &'a [PathBuf],
+}
+
+/// Start a process inside a running container; returns its host pid (a child of the
+/// caller) once it has exec'd. A command that is missing or not executable is not an error
+/// here: the process writes why to its stderr and exits 127 or 126, as a shell would.
+pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, InitError> {
+    let deadline = Instant::now() + TIMEOUT;
+    let _ = opts.spec; // Seccomp will come from it.
+    let process = process::Plan::new(opts.process, opts.tty)?;
+    let namespaces = Namespaces::for_exec(opts.container_pid)?;
+    let (sync_r, sync_w) = pipe()?;
+    let stdio = opts.stdio;
+    let mut keep = stdio.raw().to_vec();
+    keep.push(sync_w.as_raw_fd());
+    let pid = spawn(&namespaces, opts.cgroup_procs, &keep, deadline, move || {
+        exec_main(&process, stdio, sync_w)
+    })?;
+    match read_line(&sync_r, deadline, "the exec's setup") {
+        Ok(None) => Ok(pid),
+        outcome => {
+            kill_and_reap(pid);
+            Err(failure(outcome, pid, "the exec"))
+        }
+    }
+}
+
+/// The error for a child that did not report what was expected.
+fn failure(outcome: Result<Option<String>, InitError>, pid: Pid, who: &str) -> InitError {
+    match outcome {
+        Err(e) => e,
+        Ok(None) => InitError::Failed(format!("{who} ({pid}) ended during its setup")),
+        Ok(Some(line)) => InitError::decode(&line)
+            .unwrap_or_else(|| InitError::Failed(format!("{who} ({pid}) said {line:?}"))),
+    }
+}
+
+/// The namespaces A enters before it clones B: `joins` in order, then one `unshare`.
+struct Namespaces {
+    joins: Vec<(File, CloneFlags, String)>,
+    unshare: CloneFlags,
+}
+
+impl Namespaces {
+    /// Per `linux.namespaces`: a path is joined, a type without one is new; mnt is always
+    /// new (or joined). The user namespace is joined first.
+    fn for_create(spec: &Spec) -> Result<Self, InitError> {
+        let mut joins = Vec::new();
+        let mut unshare = CloneFlags::CLONE_NEWNS;
+        let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+        for (i, ns) in list.into_iter().flatten().enumerate() {
+            let flag = clone_flag(ns.typ());
+            match ns.path() {
+                Some(path) => {
+                    let file = File::open(path).map_err(|e| {
+                        InitError::invalid(
+                            format!("linux.namespaces[{i}].path"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
+                    if flag == CloneFlags::CLONE_NEWNS {
+                        unshare.remove(CloneFlags::CLONE_NEWNS);
+                    }
+                    let what = format!("joining the {} namespace {}", ns.typ(), path.display());
+                    if flag == CloneFlags::CLONE_NEWUSER {
+                        joins.insert(0, (file, flag, what));
+                    } else {
+                        joins.push((file, flag, what));
+                    }
+                }
+                // Nobody would write its uid and gid maps.
+                None if flag == CloneFlags::CLONE_NEWUSER => {
+                    return Err(InitError::invalid(
+                        format!("linux.namespaces[{i}]"),
+                        "a new user namespace is not supported (only joining one by path)",
+                    ))
+                }
+                None => unshare.insert(flag),
+            }
+        }
+        Ok(Namespaces { joins, unshare })
+    }
+
+    /// The namespaces of `pid` that differ from the caller's: user first, pid last.
+    fn for_exec(pid: Pid) -> Result<Self, InitError> {
+        let mut joins = Vec::new();
+        for (name, flag) in [
+            ("user", CloneFlags::CLONE_NEWUSER),
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+            ("pid", CloneFlags::CLONE_NEWPID),
+        ] {
+            let path = format!("/proc/{pid}/ns/{name}");
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                // A kernel without that namespace type: nothing to join.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && name != "mnt" => continue,
+                Err(e) => {
+                    return Err(InitError::step(
+                        format_args!("opening {path} (is the container running?)"),
+                        e,
+                    ))
+                }
+            };
+            let theirs = file
+                .metadata()
+                .map_err(|e| InitError::step(format_args!("stat {path}"), e))?;
+            let ours = std::fs::metadata(format!("/proc/self/ns/{name}"))
+                .map_err(|e| InitError::step(format_args!("stat /proc/self/ns/{name}"), e))?;
+            if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
+                joins.push((
+                    file,
+                    flag,
+                    format!("joining the container's {name} namespace"),
+                ));
+            }
+        }
+        Ok(Namespaces {
+            joins,
+            unshare: CloneFlags::empty(),
+        })
+    }
+}
+
+fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // nix 0.29 has no CLONE_NEWTIME; the kernel's value.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+    }
+}
+
+/// Fork A, which joins the cgroups and namespaces and clones B as the caller's child;
+/// returns B's host pid once A has been reaped. `b` runs in B and never returns. `keep`:
+/// the fds A and B need (everything else is closed in A).
+fn spawn<F: FnOnce() -> std::convert::Infallible>(
+    namespaces: &Namespaces,
+    cgroup_procs: &[PathBuf],
+    keep: &[RawFd],
+    deadline: Instant,
+    b: F,
+) -> Result<Pid, InitError> {
+    let (report_r, report_w) = pipe()?;
+    // SAFETY: the shim is single-threaded, so the child is a complete copy that may
+    // allocate and run any code; it never returns into the caller (`intermediate`
+    // diverges, and catches panics).
+    let a = match unsafe { fork() } {
+        Err(e) => return Err(InitError::step("fork", e)),
+        Ok(ForkResult::Child) => {
+            drop(report_r);
+            intermediate(namespaces, cgroup_procs, keep, report_w, b)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    drop(report_w);
+    // B's ends of the pipes, moved into `b`: closed here so that the caller sees end of
+    // file once B is gone.
+    drop(b);
+    let line = read_line(&report_r, deadline, "the intermediate process");
+    if line.is_err() {
+        let _ = kill(a, Signal::SIGKILL);
+    }
+    let status = wait_for(a);
+    match line? {
+        Some(line) => match line.strip_prefix("pid ").map(str::parse::<i32>) {
+            Some(Ok(pid)) => Ok(Pid::from_raw(pid)),
+            _ => Err(InitError::decode(&line)
+                .unwrap_or_else(|| InitError::Failed(format!("the intermediate said {line:?}")))),
+        },
+        None => Err(InitError::Failed(format!(
+            "the intermediate process ended with {status:?}"
+        ))),
+    }
+}
+
+/// A: cgroups, namespaces, clone B, report B's pid, exit.
+fn intermediate<F: FnOnce() -> std::convert::Infallible>(
+    namespaces: &Namespaces,
+    cgroup_procs: &[PathBuf],
+    keep: &[RawFd],
+    report: OwnedFd,
+    b: F,
+) -> ! {
+    let mut kept = keep.to_vec();
+    kept.push(report.as_raw_fd());
+    kept.extend(namespaces.joins.iter().map(|(file, _, _)| file.as_raw_fd()));
+    close_fds_except(&kept);
+    let result = guard(|| {
+        let me = std::process::id().to_string();
+        for procs in cgroup_procs {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(procs)
+                .and_then(|mut f| f.write_all(me.as_bytes()))
+                .map_err(|e| InitError::step(format_args!("joining {}", procs.display()), e))?;
+        }
+        for (file, flag, what) in &namespaces.joins {
+            setns(file.as_fd(), *flag).map_err(|e| InitError::step(what, e))?;
+        }
+        if !namespaces.unshare.is_empty() {
+            unshare(namespaces.unshare).map_err(|e| {
+                InitError::step(format_args!("unshare({:?})", namespaces.unshare), e)
+            })?;
+        }
+        match clone_parent().map_err(|e| InitError::step("clone(CLONE_PARENT)", e))? {
+            Some(pid) => Ok(pid),
+            None => match b() {},
+        }
+    });
+    let (line, code) = match result {
+        Ok(pid) => (format!("pid {pid}\n").into_bytes(), 0),
+        Err(e) => (e.encode(), 1),
+    };
+    let _ = write_all(&report, &line);
+    exit_now(code)
+}
+
+/// A fork whose child is a child of the caller's parent: Some(child) in the caller, None in
+/// the child.
+fn clone_parent() -> nix::Result<Option<Pid>> {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a fork-style clone: no CLONE_VM, so the child gets a copy of the address
+    // space and runs on its copy of the current stack (a null stack pointer keeps it), as
+    // after fork(2); no tid pointers are passed. The caller is single-threaded, so no lock
+    // is held by a thread that the child lacks. glibc's cached tid in the child is stale,
+    // which only raise/pthread_kill would read, and the child never calls them.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// B of a container: set up, report ready, wait for the start byte, execve.
+fn init_main(
+    rootfs: &rootfs::Plan<'_>,
+    process: &process::Plan,
+    stdio: Stdio,
+    sync: OwnedFd,
+    start: OwnedFd,
+) -> std::convert::Infallible {
+    let keep = [sync.as_raw_fd(), start.as_raw_fd()];
+    let setup = guard(|| {
+        process::reset_signals();
+        process::set_oom_score_adj(process.oom_score_adj)?;
+        process::setup_stdio(stdio, process.tty)?;
+        close_fds_except(&keep);
+        rootfs.enter()?;
+        process.ensure_cwd()?;
+        rootfs.finish()?;
+        process.become_user()?;
+        let exe = process
+            .look_path()
+            .map_err(|e| InitError::invalid("process.args", e.message))?;
+        process.set_umask();
+        close_fds_except(&keep);
+        Ok(exe)
+    });
+    let exe = match setup {
+        Ok(exe) => exe,
+        Err(e) => {
+            let _ = write_all(&sync, &e.encode());
+            exit_now(1)
+        }
+    };
+    if write_all(&sync, b"ready\n").is_err() {
+        exit_now(1);
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(start.as_raw_fd(), &mut byte) {
+            Ok(1) => break,
+            Err(nix::Error::EINTR) => continue,
+            // End of file: aborted, or the shim is gone.
+            _ => exit_now(1),
+        }
+    }
+    drop(start);
+    let e = process.execve(&exe);
+    let error = InitError::step(format_args!("execve {}", exe.to_string_lossy()), e);
+    let _ = write_all(&sync, &error.encode());
+    exit_now(127)
+}
+
+/// B of an exec: set up and execve at once; a missing command ends it with 127 or 126.
+fn exec_main(process: &process::Plan, stdio: Stdio, sync: OwnedFd) -> std::convert::Infallible {
+    let keep = [sync.as_raw_fd()];
+    let setup = guard(|| {
+        process::reset_signals();
+        process::set_oom_score_adj(process.oom_score_adj)?;
+        process::setup_stdio(stdio, process.tty)?;
+        close_fds_except(&keep);
+        process.enter_root()?;
+        process.become_user()?;
+        process.set_umask();
+        Ok(())
+    });
+    if let Err(e) = setup {
+        let _ = write_all(&sync, &e.encode());
+        exit_now(1);
+    }
+    let exe = match process.look_path() {
+        Ok(exe) => exe,
+        Err(e) => process::fail_as_shell(&e.message, e.code),
+    };
+    let e = process.execve(&exe);
+    let code = if e == nix::Error::ENOENT { 127 } else { 126 };
+    let shown = process
+        .args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned());
+    process::fail_as_shell(
+        &format!("exec: {:?}: {}", shown.unwrap_or_default(), e.desc()),
+        code,
+    )
+}
+
+/// Run `f`, turning a panic into an error: a child must never unwind into the shim's code.
+fn guard<T>(f: impl FnOnce() -> Result<T, InitError>) -> Result<T, InitError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(InitError::Failed(format!("panicked: {why}")))
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), InitError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| InitError::step("pipe", e))
+}
+
+/// Read one line (without its newline) from `fd`, or None at end of file before any byte;
+/// fails once `deadline` passes.
+fn read_line(fd: &OwnedFd, deadline: Instant, what: &str) -> Result<Option<String>, InitError> {
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut set = [sys::pollfd(fd.as_fd(), sys::POLLIN)];
+        match sys::poll(&mut set, Some(left)) {
+            Ok(0) => {
+                return Err(InitError::Failed(format!(
+                    "timed out after {} s waiting for {what}",
+                    TIMEOUT.as_secs()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InitError::step("poll", e)),
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(0) => break,
+            Ok(n) => {
+                line.extend_from_slice(&buf[..n]);
+                if let Some(end) = line.iter().position(|b| *b == b'\n') {
+                    line.truncate(end);
+                    break;
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(InitError::step(format_args!("reading from {what}"), e)),
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// waitpid for one child, through EINTR.
+fn wait_for(pid: Pid) -> nix::Result<WaitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn kill_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = wait_for(pid);
+}
