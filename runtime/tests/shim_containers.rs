@@ -674,6 +674,22 @@ fn exec_captures_output_and_exit_codes() {
     let (reply, out, _) = exec_reply(client.call(&capped));
     assert_eq!((reply.exit_code, out.len()), (2, 1000));
 
+    // A tty exec: everything is stdout, as the terminal wrote it.
+    let mut tty = exec_request("box", "e8", &["sh", "-c", "echo a; echo b >&2"], 0);
+    if let Request::Exec(e) = &mut tty {
+        e.process = process(&["sh", "-c", "echo a; echo b >&2"], true);
+    }
+    let (reply, out, err) = exec_reply(client.call(&tty));
+    assert_eq!(reply.exit_code, 0);
+    assert_eq!((out.as_str(), err.as_str()), ("a\r\nb\r\n", ""));
+
+    // The answer comes at the exit, not when a backgrounded child lets go of the pipe.
+    let began = Instant::now();
+    let (reply, out, _) =
+        exec_reply(client.exec("box", "e9", &["sh", "-c", "sleep 5 & echo started"], 0));
+    assert_eq!((reply.exit_code, out.as_str()), (0, "started\n"));
+    assert!(began.elapsed() < Duration::from_secs(4));
+
     refused(client.exec("nope", "e6", &["true"], 0), "not_found");
     refused(client.exec("box", "", &["true"], 0), "invalid_argument");
 

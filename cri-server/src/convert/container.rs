@@ -47,16 +47,26 @@ fn mount(m: &proto::Mount, i: usize) -> Result<Mount, CriError> {
         ));
     }
     if m.recursive_read_only {
-        // kubelet asks only when the runtime advertises it, which we do not.
-        return Err(invalid_at(
-            field("recursive_read_only"),
-            "recursive read-only mounts are not supported",
-        ));
+        // As containerd and CRI-O: only a read-only, private mount can be read-only all
+        // the way down (a propagated submount would appear writable later).
+        if !m.readonly {
+            return Err(invalid_at(
+                field("recursive_read_only"),
+                "a recursive read-only mount must be read-only",
+            ));
+        }
+        if m.propagation != proto::MountPropagation::PropagationPrivate as i32 {
+            return Err(invalid_at(
+                field("recursive_read_only"),
+                "a recursive read-only mount needs PROPAGATION_PRIVATE",
+            ));
+        }
     }
     Ok(Mount {
         container_path: m.container_path.clone(),
         host_path: m.host_path.clone(),
         readonly: m.readonly,
+        recursive_readonly: m.recursive_read_only,
         propagation: propagation(m.propagation, i)?,
     })
 }

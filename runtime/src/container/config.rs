@@ -42,6 +42,10 @@ pub struct Mount {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// Read-only all the way down (submounts too; `rro`, mount_setattr). Needs `readonly`
+    /// and private propagation.
+    #[serde(default)]
+    pub recursive_readonly: bool,
     pub propagation: Propagation,
 }
 

@@ -647,12 +647,16 @@ fn mounts(
             }
         };
         let mode = if m.readonly { "ro" } else { "rw" };
+        let mut options = vec!["rbind".to_string(), prop.into(), mode.into()];
+        if m.recursive_readonly {
+            options.push("rro".into());
+        }
         let mut mount = Mount::default();
         mount
             .set_destination(dest)
             .set_typ(Some("bind".to_string()))
             .set_source(Some(source))
-            .set_options(Some(vec!["rbind".into(), prop.into(), mode.into()]));
+            .set_options(Some(options));
         requested.push(mount);
     }
     // Stable: equal depths keep the request's order.

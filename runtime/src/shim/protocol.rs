@@ -32,6 +32,16 @@
 //! An op may defer its answer (as `shutdown` does); the shim keeps serving other
 //! connections meanwhile, and answers on one connection stay in request order.
 //!
+//! Failures per op (`kind`): an unknown id is `not_found` (but `forget` of one is
+//! success); `create_container` of an id in use is `already_exists`; `start_container` of a
+//! started or exited container, `reopen_log` of an exited one, `forget` of a live one, an
+//! `exec` in a container that is not running, and container ops while the shim stops are
+//! `failed_precondition`; a bad spec or request field is `invalid_argument` with `field`.
+//! `wait` answers once the container's output has been read into its log and its exit
+//! file written (with `oom_killed` decided); `exec` answers at the process's exit with
+//! what its pipes held then (a backgrounded child keeping them open is not waited for), or
+//! with `timed_out` once its timeout has SIGKILLed it and its descendants.
+//!
 //! The same JSON line is the shim's readiness report on its ready pipe: a ping answer on
 //! success, an [`ErrorReply`] on failure.
 

@@ -40,7 +40,14 @@ impl CriService {
         Ok(proto::StatusResponse {
             status: Some(proto::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: Vec::new(),
+            // The default handler (the built-in executor): rro via mount_setattr(2).
+            runtime_handlers: vec![proto::RuntimeHandler {
+                name: String::new(),
+                features: Some(proto::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: false,
+                }),
+            }],
             features: Some(proto::RuntimeFeatures {
                 supplemental_groups_policy: false,
             }),

@@ -11,7 +11,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -204,22 +204,33 @@ impl<'a> Plan<'a> {
         // Modes are given in full below (0666 device nodes); the process's own umask is
         // set right before execve.
         nix::sys::stat::umask(Mode::empty());
-        // A shared root cannot be pivoted away from: share again after the pivot.
-        let first = if self.propagation == MsFlags::MS_SHARED {
-            MsFlags::MS_PRIVATE
-        } else {
-            self.propagation
-        };
+        // As runc: the whole tree gets the root propagation, keeping (for rshared) the
+        // copies in the host's peer groups, so that a bind of a shared host dir is a peer
+        // of it (bidirectional propagation).
         mount(
             None::<&str>,
             "/",
             None::<&str>,
-            first | MsFlags::MS_REC,
+            self.propagation | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| InitError::step("making the mounts of / private", e))?;
+        .map_err(|e| InitError::step("setting the propagation of /", e))?;
         std::fs::create_dir_all(&self.target)
             .map_err(|e| InitError::step(format_args!("creating {}", self.target.display()), e))?;
+        if self.propagation == MsFlags::MS_SHARED {
+            // ...but the mount holding the rootfs must not pass the overlay (and the mounts
+            // under it) back to the host, and pivot_root refuses a shared parent.
+            let parent = mount_point_of(&self.target)
+                .map_err(|e| InitError::step("finding the rootfs's parent mount", e))?;
+            mount(
+                None::<&str>,
+                &parent,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|e| InitError::step("making the rootfs's parent mount private", e))?;
+        }
         self.mount_overlay()?;
         let root = Root::at(&self.target)?;
         for m in &self.mounts {
@@ -497,6 +508,40 @@ impl MountPlan<'_> {
     }
 }
 
+/// The mount point of the mount that holds `path` (the longest mount point in
+/// /proc/self/mountinfo that is a prefix of it).
+fn mount_point_of(path: &Path) -> Result<PathBuf, Errno> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| Errno::EIO)?;
+    let path = std::fs::canonicalize(path).map_err(|_| Errno::ENOENT)?;
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|point| path.starts_with(point))
+        .max_by_key(|point| point.as_os_str().len())
+        .ok_or(Errno::ENOENT)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        if let (b'\\', Some(d)) = (bytes[i], octal) {
+            let v = (d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// A cgroup2 mount on a unified host; on a v1 (or hybrid) host, the host's
 /// /sys/fs/cgroup bound with all its hierarchies, to be made read-only: Ok(true).
 fn mount_cgroup(target: &str, flags: MsFlags, data: Option<&str>) -> Result<bool, Errno> {
@@ -651,8 +696,21 @@ fn make_device(root: &Root, device: &Device) -> Result<(), Errno> {
 /// on `.` by pivot_root(".", "."), made a slave so that its unmount reaches nothing
 /// outside, and detached.
 fn pivot(target: &Path) -> Result<(), InitError> {
+    let old_root = nix::fcntl::open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitError::step("opening the old root", e))?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    let old_root = unsafe { OwnedFd::from_raw_fd(old_root) };
     chdir(target).map_err(|e| InitError::step(format_args!("chdir {}", target.display()), e))?;
     pivot_root(".", ".").map_err(|e| InitError::step("pivot_root", e))?;
+    // As runc: what "." is after pivot_root is not promised; step onto the old root by
+    // its fd, so that making it a slave cannot touch the new root's mounts (a
+    // bidirectional bind would stop being the host's peer).
+    nix::unistd::fchdir(old_root.as_raw_fd())
+        .map_err(|e| InitError::step("fchdir to the old root", e))?;
     mount(
         None::<&str>,
         ".",
