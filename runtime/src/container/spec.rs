@@ -1389,18 +1389,21 @@ mod tests {
                 host_path: host(&data),
                 readonly: true,
                 propagation: Propagation::HostToContainer,
+                ..Default::default()
             },
             CriMount {
                 container_path: "/data".into(),
                 host_path: host(&link),
                 readonly: false,
                 propagation: Propagation::Private,
+                ..Default::default()
             },
             CriMount {
                 container_path: "/etc/hosts".into(),
                 host_path: host(&hosts),
                 readonly: false,
                 propagation: Propagation::Private,
+                ..Default::default()
             },
         ];
         let s = f.spec();
