@@ -282,18 +282,82 @@ impl RuntimeService for CriService {
         unary("ExecSync", span, self.exec_sync(req)).await
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<proto::ContainerStatsRequest>,
+    ) -> R<proto::ContainerStatsResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "ContainerStats", container = %req.container_id);
+        unary("ContainerStats", span, self.container_stats(req)).await
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<proto::ListContainerStatsRequest>,
+    ) -> R<proto::ListContainerStatsResponse> {
+        let span = info_span!("cri", method = "ListContainerStats");
+        unary(
+            "ListContainerStats",
+            span,
+            self.list_container_stats(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<proto::PodSandboxStatsRequest>,
+    ) -> R<proto::PodSandboxStatsResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "PodSandboxStats", pod = %req.pod_sandbox_id);
+        unary("PodSandboxStats", span, self.pod_sandbox_stats(req)).await
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<proto::ListPodSandboxStatsRequest>,
+    ) -> R<proto::ListPodSandboxStatsResponse> {
+        let span = info_span!("cri", method = "ListPodSandboxStats");
+        unary(
+            "ListPodSandboxStats",
+            span,
+            self.list_pod_sandbox_stats(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        request: Request<proto::ListMetricDescriptorsRequest>,
+    ) -> R<proto::ListMetricDescriptorsResponse> {
+        let span = info_span!("cri", method = "ListMetricDescriptors");
+        unary(
+            "ListMetricDescriptors",
+            span,
+            self.list_metric_descriptors(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        request: Request<proto::ListPodSandboxMetricsRequest>,
+    ) -> R<proto::ListPodSandboxMetricsResponse> {
+        let span = info_span!("cri", method = "ListPodSandboxMetrics");
+        unary(
+            "ListPodSandboxMetrics",
+            span,
+            self.list_pod_sandbox_metrics(request.into_inner()),
+        )
+        .await
+    }
+
     not_yet! {
         update_container_resources(proto::UpdateContainerResourcesRequest) -> proto::UpdateContainerResourcesResponse = "UpdateContainerResources";
         exec(proto::ExecRequest) -> proto::ExecResponse = "Exec";
         attach(proto::AttachRequest) -> proto::AttachResponse = "Attach";
         port_forward(proto::PortForwardRequest) -> proto::PortForwardResponse = "PortForward";
-        container_stats(proto::ContainerStatsRequest) -> proto::ContainerStatsResponse = "ContainerStats";
-        list_container_stats(proto::ListContainerStatsRequest) -> proto::ListContainerStatsResponse = "ListContainerStats";
-        pod_sandbox_stats(proto::PodSandboxStatsRequest) -> proto::PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest) -> proto::ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(proto::CheckpointContainerRequest) -> proto::CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(proto::ListMetricDescriptorsRequest) -> proto::ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(proto::ListPodSandboxMetricsRequest) -> proto::ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
     }
 }
 
