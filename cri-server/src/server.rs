@@ -82,7 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the sandbox store")?;
     let containers =
-        Containers::open(&config.root, &config.state, db).context("opening the container store")?;
+        Containers::open(&config.root, &config.state, db, Default::default()).context("opening the container store")?;
     let service = CriService::new(config.clone(), images, sandboxes, containers);
 
     let listener = bind(&socket)?;

@@ -6,6 +6,7 @@ pub mod cgroups;
 mod clock;
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod locks;
 pub mod sandbox;

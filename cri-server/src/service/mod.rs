@@ -196,7 +196,8 @@ impl RuntimeService for CriService {
         &self,
         _request: Request<proto::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(CriError::Unimplemented("GetContainerEvents").into())
+        tracing::debug!(method = "GetContainerEvents", "subscribed");
+        Ok(tonic::Response::new(self.container_events()))
     }
 
     async fn create_container(

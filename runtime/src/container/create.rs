@@ -241,6 +241,11 @@ impl Containers {
             let _ = shim.forget(id).await;
             return Err(e);
         }
+        self.ledger.events.publish(
+            &record.id,
+            &record.pod_id,
+            crate::events::ContainerEventKind::Created,
+        );
         tracing::info!(pid, "container created");
         Ok(record)
     }

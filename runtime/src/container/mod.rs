@@ -31,6 +31,7 @@ pub use config::{ContainerConfig, ImageInfo};
 pub use exec::ExecOutput;
 
 use crate::error::{Error, Result};
+use crate::events::{ContainerEventKind, Events};
 use crate::shim::exit_file;
 use crate::shim::protocol::ExitStatus;
 use crate::store::Db;
@@ -137,6 +138,8 @@ impl ContainerRecord {
 /// All containers of this node.
 pub struct Containers {
     db: Arc<Db>,
+    /// Records state changes that no request drives (exits), for the watchers too.
+    ledger: Arc<Ledger>,
     /// `<state>/containers`: bundles.
     bundles_dir: PathBuf,
     /// `<root>/containers`: writable layers.
@@ -148,13 +151,20 @@ pub struct Containers {
 }
 
 impl Containers {
-    pub fn open(root: &Path, state: &Path, db: Arc<Db>) -> Result<Containers> {
+    /// Open the store; must run inside the tokio runtime (it starts an exit watcher for
+    /// every running container).
+    pub fn open(root: &Path, state: &Path, db: Arc<Db>, events: Events) -> Result<Containers> {
         let bundles_dir = state.join("containers");
         let layers_dir = root.join("containers");
         for dir in [&bundles_dir, &layers_dir] {
             std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
         }
         let containers = Containers {
+            ledger: Arc::new(Ledger {
+                db: db.clone(),
+                events,
+                transitions: Mutex::new(()),
+            }),
             db,
             bundles_dir,
             layers_dir,
@@ -217,41 +227,49 @@ impl Containers {
         std::fs::read_to_string(record.spec_file()).ok()
     }
 
-    /// Bring a record up to date with its exit file: a container last known as created or
-    /// running whose init has exited becomes Exited, and the change is stored.
-    fn refresh(&self, mut record: ContainerRecord) -> Result<ContainerRecord> {
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
-            return Ok(record);
-        }
-        let exit = exit_file::read(&record.exit_file()).map_err(|e| {
-            Error::Internal(format!("reading {}: {e}", record.exit_file().display()))
-        })?;
-        match exit {
-            Some(exit) => {
-                record.apply_exit(&exit);
-                self.db.put_container(&record)?;
+    /// Bring a record up to date with its exit file (see [`Ledger::refresh`]).
+    fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord> {
+        self.ledger.refresh(record)
+    }
+
+    /// The lifecycle events (GetContainerEvents).
+    pub fn events(&self) -> &Events {
+        &self.ledger.events
+    }
+
+    /// Watch a running container's exit through its shim, so that the exit is recorded
+    /// (and STOPPED published) when it happens, not when someone next asks.
+    fn watch(&self, record: &ContainerRecord) {
+        let ledger = self.ledger.clone();
+        let (id, pod_dir) = (record.id.clone(), record.pod_dir.clone());
+        tokio::spawn(async move {
+            let shim = crate::shim_client::PodShim::new(&pod_dir);
+            loop {
+                match shim.wait(&id, WATCH_LIMIT).await {
+                    Err(crate::shim_client::ShimError::Timeout { .. }) => continue,
+                    // An exit, or a shim that is gone (or forgot it): the record says which.
+                    _ => break,
+                }
             }
-            None if !crate::shim_client::is_alive(&record.pod_dir) => {
-                // Nobody is left to record an exit: the shim and its children are gone.
-                record.state = ContainerState::Exited;
-                record.exit_code = 255;
-                record.finished_at = crate::clock::now_nanos();
-                record.reason = "Error".into();
-                record.message = "the pod's shim exited without recording an exit".into();
-                self.db.put_container(&record)?;
+            match ledger.db.get_container(&id) {
+                Ok(Some(record)) => {
+                    if let Err(e) = ledger.refresh(record) {
+                        tracing::warn!(container = %id, error = %e, "recording an exit");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(container = %id, error = %e, "recording an exit"),
             }
-            None => {}
-        }
-        Ok(record)
+        });
     }
 
     /// At start-up: bring every record up to date and release bundles that no record
     /// owns (a create killed half-way).
     fn recover(&self) -> Result<()> {
         let records = self.list()?;
+        for running in records.iter().filter(|c| c.is_running()) {
+            self.watch(running);
+        }
         let known: HashSet<PathBuf> = records.iter().map(|c| c.bundle.clone()).collect();
         let known_layers: HashSet<PathBuf> = records.iter().map(|c| c.layer_dir.clone()).collect();
         for (dir, known) in [
@@ -272,6 +290,64 @@ impl Containers {
             }
         }
         Ok(())
+    }
+}
+
+/// How long one exit watch waits before asking again (the shim answers at the exit).
+const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The shared part of [`Containers`] that watchers use: the store, the events, and the
+/// lock that makes each exit recorded (and published) exactly once.
+struct Ledger {
+    db: Arc<Db>,
+    events: Events,
+    transitions: Mutex<()>,
+}
+
+impl Ledger {
+    /// Bring a record up to date with its exit file: a container last known as created or
+    /// running whose init has exited becomes Exited, the change is stored and STOPPED is
+    /// published, once, whoever notices first.
+    fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord> {
+        if !matches!(
+            record.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Ok(record);
+        }
+        let exit = exit_file::read(&record.exit_file()).map_err(|e| {
+            Error::Internal(format!("reading {}: {e}", record.exit_file().display()))
+        })?;
+        let shim_gone = exit.is_none() && !crate::shim_client::is_alive(&record.pod_dir);
+        if exit.is_none() && !shim_gone {
+            return Ok(record);
+        }
+        let _transition = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        // Re-read under the lock: another refresh may have recorded it already.
+        let Some(mut record) = self.db.get_container(&record.id)? else {
+            return Ok(record);
+        };
+        if !matches!(
+            record.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Ok(record);
+        }
+        match &exit {
+            Some(exit) => record.apply_exit(exit),
+            None => {
+                // Nobody is left to record an exit: the shim and its children are gone.
+                record.state = ContainerState::Exited;
+                record.exit_code = 255;
+                record.finished_at = crate::clock::now_nanos();
+                record.reason = "Error".into();
+                record.message = "the pod's shim exited without recording an exit".into();
+            }
+        }
+        self.db.put_container(&record)?;
+        self.events
+            .publish(&record.id, &record.pod_id, ContainerEventKind::Stopped);
+        Ok(record)
     }
 }
 

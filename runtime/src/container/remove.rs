@@ -21,6 +21,7 @@ impl Containers {
         let span = tracing::info_span!("container", pod = %record.pod_id, container = %record.id);
         let _e = span.enter();
         let id = record.id.clone();
+        let pod_id_of_removed = record.pod_id.clone();
         let (bundle, layer_dir, pod_dir, cgroup) = (
             record.bundle.clone(),
             record.layer_dir.clone(),
@@ -48,6 +49,11 @@ impl Containers {
         .await
         .map_err(|e| Error::Internal(format!("remove task: {e}")))??;
         self.db.remove_container(&id)?;
+        self.ledger.events.publish(
+            &id,
+            &pod_id_of_removed,
+            crate::events::ContainerEventKind::Deleted,
+        );
         tracing::info!("container removed");
         Ok(())
     }

@@ -25,6 +25,12 @@ impl Containers {
                 record.state = ContainerState::Running;
                 record.started_at = started_at;
                 self.db.put_container(&record)?;
+                self.ledger.events.publish(
+                    &record.id,
+                    &record.pod_id,
+                    crate::events::ContainerEventKind::Started,
+                );
+                self.watch(&record);
                 tracing::info!("container started");
                 Ok(())
             }

@@ -1,6 +1,7 @@
 //! RuntimeService RPCs, one file each.
 
 mod container_create;
+pub(crate) mod container_events;
 mod container_list;
 mod container_remove;
 mod container_reopen_log;
@@ -19,7 +20,7 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
 mod sandbox_stats_list;
-mod sandbox_status;
+pub(crate) mod sandbox_status;
 mod sandbox_stop;
 mod status;
 mod version;

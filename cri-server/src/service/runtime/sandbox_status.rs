@@ -38,7 +38,7 @@ impl CriService {
 
 /// The node's primary IPv4 address, reported for hostNetwork pods: the source address of
 /// the default route (a UDP connect sends nothing).
-fn host_ip() -> Option<String> {
+pub(crate) fn host_ip() -> Option<String> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     s.connect("192.0.2.1:9").ok()?;
     Some(s.local_addr().ok()?.ip().to_string())
