@@ -2,6 +2,7 @@
 """Builds the benchmark images and pushes them to a registry (plain HTTP, registry API v2).
 
 bench/busybox:1     one gzip layer: a static busybox rootfs (like the e2e fixtures)
+bench/pause:1       the same rootfs plus one file (a layer of its own), `sleep inf`
 bench/six-layers:1  six gzip layers, ~150 MB unpacked: files of mixed compressible and
                     incompressible content, like a real application image
 """
@@ -78,8 +79,11 @@ def main():
     entries += [("etc", "dir", None, 0o755), ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
                 ("tmp", "dir", None, 0o1777)]
     push_image(reg, "bench/busybox", "1", [layer(entries)])
-    # A pause for runtimes that run one per pod (containerd's sandbox_image).
-    push_image(reg, "bench/pause", "1", [layer(entries)], entrypoint=["/bin/sleep", "inf"])
+    # A pause for runtimes that run one per pod (containerd's sandbox_image). Its layer
+    # differs from busybox's by one file: with a shared layer, removing bench/busybox would
+    # leave the layer to the pause image, and a "cold" pull of busybox would be warm.
+    pause = entries + [("etc/bench-pause", "file", b"pause\n", 0o644)]
+    push_image(reg, "bench/pause", "1", [layer(pause)], entrypoint=["/bin/sleep", "inf"])
 
     rng = random.Random(42)
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(2000)]

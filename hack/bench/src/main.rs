@@ -1,23 +1,32 @@
 //! corral-bench: drives any CRI endpoint and times each call on the client side, so corrald
 //! and containerd are measured by the same client, with the same requests, in the same run.
 //!
-//! Modes so far:
+//! Modes:
 //! - `pull`: cold pulls (RemoveImage, then a timed PullImage);
 //! - `sandbox`: RunPodSandbox, then StopPodSandbox + RemovePodSandbox, each timed;
-//! - `memory`: K pods running, the RSS and PSS of every process that appeared on the host
-//!   with them (whatever the runtime starts per pod: shims, pauses), per pod.
+//! - `lifecycle`: a pod with one container through its whole life, every call timed, then
+//!   ListPodSandbox / ListContainers with N pods and containers present;
+//! - `concurrency`: P pods with a container each, started all at once; the wall time;
+//! - `memory`: K pods running, the RSS and PSS of every process the runtime started per pod;
+//! - `cleanup`: removes every pod and cgroup any run of the bench left behind.
 //!
-//! Container modes come with the container issue.
+//! Every pod is labelled `corral-bench=<run id>` and gets a cgroup parent under
+//! `--cgroup-root`; whatever a mode made is removed when it ends, failed or not.
+
+mod calls;
+mod cgroups;
+mod concurrency;
+mod latency;
+mod memory;
+mod report;
+mod stats;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hyper_util::rt::TokioIo;
-use proto::client::{ImageServiceClient, RuntimeServiceClient};
-use serde::Serialize;
-use tonic::transport::{Channel, Endpoint, Uri};
+
+use calls::Bench;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +43,13 @@ struct Cli {
     /// Write results as JSON here as well as the table on stdout.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The cgroup under which every pod gets its own cgroup parent.
+    #[arg(long, default_value = "/corral-bench")]
+    cgroup_root: String,
+    /// Where pods' log directories go (made and removed by the bench); a new directory
+    /// under the temp dir when not given.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -58,355 +74,157 @@ enum Mode {
         #[arg(long, default_value_t = 5)]
         warmup: usize,
     },
+    /// Every call of a pod's life, timed: cold PullImage, RunPodSandbox, CreateContainer,
+    /// StartContainer, ContainerStatus, ExecSync, StopContainer, RemoveContainer,
+    /// StopPodSandbox, RemovePodSandbox; then the list calls with N pods present.
+    Lifecycle {
+        /// The container's image; it must have `sleep` and `true`.
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Untimed iterations first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// StopContainer's timeout in seconds.
+        #[arg(long, default_value_t = 0)]
+        stop_timeout: i64,
+        /// Pods, each with a running container, present while the list calls are timed
+        /// (default: as many as --runs).
+        #[arg(long)]
+        list_objects: Option<usize>,
+        /// Timed calls of each list.
+        #[arg(long, default_value_t = 50)]
+        list_calls: usize,
+    },
+    /// P pods with one container each, all started at once: the wall time until all run.
+    Concurrency {
+        #[arg(long)]
+        image: String,
+        /// Rounds, one per count, each with that many pods.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 50])]
+        pods: Vec<usize>,
+        #[arg(long, default_value_t = 0)]
+        stop_timeout: i64,
+    },
     /// Per-pod memory of the processes the runtime starts, with K pods running.
     Memory {
         #[arg(long, default_value_t = 50)]
         pods: usize,
+        /// One container of this image per pod; pods only when not given.
+        #[arg(long)]
+        image: Option<String>,
         /// The daemon's pid, to report its own RSS before and after.
         #[arg(long)]
         daemon_pid: Option<i32>,
     },
-}
-
-fn pod_config(i: usize) -> proto::PodSandboxConfig {
-    proto::PodSandboxConfig {
-        metadata: Some(proto::PodSandboxMetadata {
-            name: format!("bench-{i}"),
-            uid: format!("bench-uid-{i}-{}", std::process::id()),
-            namespace: "bench".into(),
-            attempt: 0,
-        }),
-        hostname: format!("bench-{i}"),
-        log_directory: format!("/tmp/corral-bench-logs/{i}"),
-        // What kubelet sends for an ordinary pod: its own net/ipc, a PID namespace per
-        // container (shareProcessNamespace off).
-        linux: Some(proto::LinuxPodSandboxConfig {
-            security_context: Some(proto::LinuxSandboxSecurityContext {
-                namespace_options: Some(proto::NamespaceOption {
-                    network: proto::NamespaceMode::Pod as i32,
-                    pid: proto::NamespaceMode::Container as i32,
-                    ipc: proto::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, i: usize) -> anyhow::Result<String> {
-    Ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(pod_config(i)),
-            runtime_handler: String::new(),
-        })
-        .await
-        .context("RunPodSandbox")?
-        .into_inner()
-        .pod_sandbox_id)
-}
-
-async fn stop_remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> anyhow::Result<()> {
-    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .context("StopPodSandbox")?;
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .context("RemovePodSandbox")?;
-    Ok(())
-}
-
-async fn bench_sandbox(
-    rt: &mut RuntimeServiceClient<Channel>,
-    name: &str,
-    runs: usize,
-    warmup: usize,
-) -> anyhow::Result<Vec<Summary>> {
-    let (mut run_t, mut stop_t) = (Vec::new(), Vec::new());
-    for i in 0..runs + warmup {
-        let t = Instant::now();
-        let id = run_pod(rt, i).await?;
-        let r = t.elapsed();
-        let t = Instant::now();
-        stop_remove(rt, &id).await?;
-        if i >= warmup {
-            run_t.push(r);
-            stop_t.push(t.elapsed());
-        }
-    }
-    Ok(vec![
-        summarize(name, "RunPodSandbox", "pod", run_t),
-        summarize(name, "Stop+RemovePodSandbox", "pod", stop_t),
-    ])
-}
-
-/// (RSS, PSS) in KiB of a process, from smaps_rollup.
-fn rss_pss(pid: i32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("Rss:")?, field("Pss:")?))
-}
-
-/// User-space processes now running (kernel threads have an empty cmdline).
-fn user_pids() -> std::collections::BTreeSet<i32> {
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-#[derive(Debug, Serialize)]
-struct MemoryReport {
-    runtime: String,
-    pods: usize,
-    processes_per_pod: f64,
-    rss_kib_per_pod: f64,
-    pss_kib_per_pod: f64,
-    by_command: std::collections::BTreeMap<String, (usize, u64, u64)>,
-    daemon_rss_kib_before: Option<u64>,
-    daemon_rss_kib_after: Option<u64>,
-}
-
-async fn bench_memory(
-    rt: &mut RuntimeServiceClient<Channel>,
-    name: &str,
-    pods: usize,
-    daemon_pid: Option<i32>,
-) -> anyhow::Result<MemoryReport> {
-    let daemon_before = daemon_pid.and_then(rss_pss).map(|(r, _)| r);
-    let before = user_pids();
-    let mut ids = Vec::new();
-    for i in 0..pods {
-        ids.push(run_pod(rt, 10_000 + i).await?);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let me = std::process::id() as i32;
-    let appeared: std::collections::BTreeSet<i32> = user_pids()
-        .difference(&before)
-        .copied()
-        .filter(|p| *p != me && Some(*p) != daemon_pid)
-        .collect();
-    // Per-pod processes are the daemonised ones (parent: init or a subreaper that came with
-    // them) and their children; a compiler that happened to start meanwhile has an old parent.
-    let new: Vec<i32> = appeared
-        .iter()
-        .copied()
-        .filter(|p| {
-            let parent = ppid(*p);
-            parent == Some(1) || parent.is_some_and(|pp| appeared.contains(&pp))
-        })
-        .collect();
-    let mut by_command = std::collections::BTreeMap::new();
-    let (mut rss, mut pss) = (0u64, 0u64);
-    for pid in &new {
-        if let Some((r, p)) = rss_pss(*pid) {
-            rss += r;
-            pss += p;
-            let e = by_command.entry(comm(*pid)).or_insert((0usize, 0u64, 0u64));
-            e.0 += 1;
-            e.1 += r;
-            e.2 += p;
-        }
-    }
-    let daemon_after = daemon_pid.and_then(rss_pss).map(|(r, _)| r);
-    for id in ids {
-        stop_remove(rt, &id).await?;
-    }
-    Ok(MemoryReport {
-        runtime: name.to_string(),
-        pods,
-        processes_per_pod: new.len() as f64 / pods as f64,
-        rss_kib_per_pod: rss as f64 / pods as f64,
-        pss_kib_per_pod: pss as f64 / pods as f64,
-        by_command,
-        daemon_rss_kib_before: daemon_before,
-        daemon_rss_kib_after: daemon_after,
-    })
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    runtime: String,
-    call: String,
-    subject: String,
-    runs: usize,
-    min_ms: f64,
-    median_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-fn summarize(runtime: &str, call: &str, subject: &str, mut samples: Vec<Duration>) -> Summary {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pick = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(i).copied().map_or(0.0, ms)
-    };
-    Summary {
-        runtime: runtime.to_string(),
-        call: call.to_string(),
-        subject: subject.to_string(),
-        runs: samples.len(),
-        min_ms: pick(0.0),
-        median_ms: pick(0.5),
-        p90_ms: pick(0.9),
-        p99_ms: pick(0.99),
-        max_ms: pick(1.0),
-    }
-}
-
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    let path = PathBuf::from(
-        endpoint
-            .strip_prefix("unix://")
-            .context("endpoint must be unix:///path")?,
-    );
-    Ok(Endpoint::try_from("http://[::1]:50051")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
-        .await?)
-}
-
-fn spec(image: &str) -> proto::ImageSpec {
-    proto::ImageSpec {
-        image: image.to_string(),
-        ..Default::default()
-    }
-}
-
-async fn bench_pull(
-    images: &mut ImageServiceClient<Channel>,
-    name: &str,
-    image: &str,
-    runs: usize,
-    warmup: usize,
-) -> anyhow::Result<Summary> {
-    let mut samples = Vec::with_capacity(runs);
-    for i in 0..runs + warmup {
-        images
-            .remove_image(proto::RemoveImageRequest {
-                image: Some(spec(image)),
-            })
-            .await
-            .context("RemoveImage")?;
-        let t = Instant::now();
-        images
-            .pull_image(proto::PullImageRequest {
-                image: Some(spec(image)),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-            .with_context(|| format!("PullImage {image}"))?;
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    images
-        .remove_image(proto::RemoveImageRequest {
-            image: Some(spec(image)),
-        })
-        .await?;
-    Ok(summarize(name, "PullImage", image, samples))
+    /// Removes every pod labelled `corral-bench` (any run), then the cgroups under
+    /// --cgroup-root.
+    Cleanup,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let channel = connect(&cli.endpoint).await?;
-    let mut results = Vec::new();
-    match cli.mode {
+    let cri = calls::connect(&cli.endpoint).await?;
+    let json = cli.json.as_deref();
+    if let Mode::Cleanup = cli.mode {
+        let mut cri = cri;
+        let n = calls::cleanup_all(&mut cri, &cli.cgroup_root).await?;
+        println!("{}: removed {n} pods of corral-bench", cli.name);
+        return Ok(());
+    }
+
+    let run_id = format!("r{}", std::process::id());
+    let (log_dir, made_log_dir) = match &cli.log_dir {
+        Some(d) => (d.clone(), calls::make_dir(d)?),
+        None => {
+            let d = std::env::temp_dir().join(format!("corral-bench-logs-{run_id}"));
+            let made = calls::make_dir(&d)?;
+            (d, made)
+        }
+    };
+    let mut b = Bench {
+        cri,
+        name: cli.name.clone(),
+        run_id,
+        cgroup_root: cli.cgroup_root.clone(),
+        log_dir: log_dir.clone(),
+    };
+
+    let outcome = run_mode(&mut b, cli.mode, json).await;
+    // Whatever the mode left, failed or not.
+    let cleaned = b.cleanup_run().await;
+    if made_log_dir {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    match (outcome, cleaned) {
+        (Err(e), Ok(n)) if n > 0 => Err(e.context(format!("(cleanup removed {n} pods)"))),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e.context("cleanup")),
+        (Ok(()), Ok(_)) => Ok(()),
+    }
+}
+
+async fn run_mode(b: &mut Bench, mode: Mode, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match mode {
         Mode::Pull {
             images,
             runs,
             warmup,
         } => {
-            let mut client = ImageServiceClient::new(channel);
+            let mut results = Vec::new();
             for image in &images {
-                results.push(bench_pull(&mut client, &cli.name, image, runs, warmup).await?);
+                results.push(latency::pull(b, image, runs, warmup).await?);
             }
+            report::latencies(&results);
+            report::write_json(json, &results)
         }
         Mode::Sandbox { runs, warmup } => {
-            let mut rt = RuntimeServiceClient::new(channel);
-            results.extend(bench_sandbox(&mut rt, &cli.name, runs, warmup).await?);
+            let results = latency::sandbox(b, runs, warmup).await?;
+            report::latencies(&results);
+            report::write_json(json, &results)
         }
-        Mode::Memory { pods, daemon_pid } => {
-            let mut rt = RuntimeServiceClient::new(channel);
-            let report = bench_memory(&mut rt, &cli.name, pods, daemon_pid).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if let Some(path) = cli.json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            return Ok(());
+        Mode::Lifecycle {
+            image,
+            runs,
+            warmup,
+            stop_timeout,
+            list_objects,
+            list_calls,
+        } => {
+            let o = latency::LifecycleOptions {
+                image,
+                runs,
+                warmup,
+                stop_timeout,
+                list_objects: list_objects.unwrap_or(runs),
+                list_calls,
+            };
+            let results = latency::lifecycle(b, &o).await?;
+            report::latencies(&results);
+            report::write_json(json, &results)
         }
-    }
-    println!(
-        "{:<12} {:<12} {:<48} {:>4} {:>9} {:>9} {:>9} {:>9}",
-        "runtime", "call", "subject", "n", "min ms", "median", "p90", "max"
-    );
-    for r in &results {
-        println!(
-            "{:<12} {:<12} {:<48} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            r.runtime, r.call, r.subject, r.runs, r.min_ms, r.median_ms, r.p90_ms, r.max_ms
-        );
-    }
-    if let Some(path) = cli.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let s: Vec<Duration> = (1..=10).rev().map(Duration::from_millis).collect();
-        let r = summarize("x", "c", "s", s);
-        assert_eq!(r.runs, 10);
-        assert_eq!(r.min_ms, 1.0);
-        assert_eq!(r.max_ms, 10.0);
-        assert_eq!(r.median_ms, 6.0);
-        assert_eq!(r.p90_ms, 9.0);
+        Mode::Concurrency {
+            image,
+            pods,
+            stop_timeout,
+        } => {
+            let results = concurrency::run(b, &image, &pods, stop_timeout).await?;
+            report::concurrency(&results);
+            report::write_json(json, &results)
+        }
+        Mode::Memory {
+            pods,
+            image,
+            daemon_pid,
+        } => {
+            let m = memory::run(b, pods, image.as_deref(), daemon_pid)
+                .await
+                .context("memory")?;
+            report::memory(&m);
+            report::write_json(json, &m)
+        }
+        Mode::Cleanup => Ok(()),
     }
 }

@@ -244,13 +244,11 @@ impl Containers {
         let (id, pod_dir) = (record.id.clone(), record.pod_dir.clone());
         tokio::spawn(async move {
             let shim = crate::shim_client::PodShim::new(&pod_dir);
-            loop {
-                match shim.wait(&id, WATCH_LIMIT).await {
-                    Err(crate::shim_client::ShimError::Timeout { .. }) => continue,
-                    // An exit, or a shim that is gone (or forgot it): the record says which.
-                    _ => break,
-                }
-            }
+            // Asked again only when the long wait itself timed out; an exit, or a shim
+            // that is gone (or forgot it), ends the watch: the record says which.
+            while let Err(crate::shim_client::ShimError::Timeout { .. }) =
+                shim.wait(&id, WATCH_LIMIT).await
+            {}
             match ledger.db.get_container(&id) {
                 Ok(Some(record)) => {
                     if let Err(e) = ledger.refresh(record) {
