@@ -886,6 +886,32 @@ async fn bad_requests_name_the_field_and_leave_nothing() -> Result<()> {
     let bundles = std::fs::read_dir(env.daemon.state.join("containers"))?.count();
     assert_eq!(bundles, 1);
 
+    // An image volume: another image's root, read-only; a writable one is refused.
+    let app_image = env.app_image.clone();
+    let volume = |readonly: bool| proto::Mount {
+        container_path: "/vol".into(),
+        readonly,
+        image: Some(spec(&app_image)),
+        ..Default::default()
+    };
+    let mut cfg = env.container_config("imgvol", &["sleep", "100"]);
+    cfg.mounts = vec![volume(true)];
+    let id = env.run(&pod, &pc, cfg).await?;
+    assert_eq!(
+        env.sh(&id, "ls /vol/bin/busybox").await?,
+        "/vol/bin/busybox\n"
+    );
+    let r = env.exec(&id, &["touch", "/vol/new"], 5).await?;
+    assert_ne!(r.exit_code, 0, "wrote into an image volume");
+    let mut cfg = env.container_config("imgvol-rw", &["sleep", "100"]);
+    cfg.mounts = vec![volume(false)];
+    let err = env
+        .create(&pod, &pc, cfg)
+        .await
+        .expect_err("writable image volume");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("readonly"), "{}", err.message());
+
     // A pod that is not ready takes no containers.
     env.cri
         .runtime

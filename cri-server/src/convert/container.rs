@@ -31,13 +31,24 @@ fn mount(m: &proto::Mount, i: usize) -> Result<Mount, CriError> {
     if m.container_path.is_empty() {
         return Err(invalid_at(field("container_path"), "required"));
     }
-    if m.image.is_some() {
-        return Err(invalid_at(
-            field("image"),
-            "image volumes are not supported",
-        ));
-    }
-    if m.host_path.is_empty() {
+    let image = match &m.image {
+        Some(spec) if spec.image.is_empty() => {
+            return Err(invalid_at(field("image.image"), "required"));
+        }
+        // An image's content is shared by every container using it: never writable.
+        Some(_) if !m.readonly => {
+            return Err(invalid_at(
+                field("readonly"),
+                "an image volume must be read-only",
+            ));
+        }
+        Some(spec) => Some(runtime::container::config::ImageVolume {
+            reference: spec.image.clone(),
+            ..Default::default()
+        }),
+        None => None,
+    };
+    if image.is_none() && m.host_path.is_empty() {
         return Err(invalid_at(field("host_path"), "required"));
     }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
@@ -68,6 +79,7 @@ fn mount(m: &proto::Mount, i: usize) -> Result<Mount, CriError> {
         readonly: m.readonly,
         recursive_readonly: m.recursive_read_only,
         propagation: propagation(m.propagation, i)?,
+        image,
     })
 }
 

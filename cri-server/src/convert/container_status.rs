@@ -62,6 +62,10 @@ pub fn to_status(r: &ContainerRecord) -> proto::ContainerStatus {
                 Propagation::HostToContainer => proto::MountPropagation::PropagationHostToContainer,
                 Propagation::Bidirectional => proto::MountPropagation::PropagationBidirectional,
             } as i32,
+            image: m.image.as_ref().map(|v| proto::ImageSpec {
+                image: v.reference.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .collect();

@@ -47,6 +47,19 @@ pub struct Mount {
     #[serde(default)]
     pub recursive_readonly: bool,
     pub propagation: Propagation,
+    /// An image volume (KEP-4639): this image's root, read-only, instead of `host_path`.
+    #[serde(default)]
+    pub image: Option<ImageVolume>,
+}
+
+/// An image mounted as a volume; `layers` and `id` are resolved at create.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageVolume {
+    /// The image as the request named it.
+    pub reference: String,
+    pub id: String,
+    /// The image's layer dirs, topmost first.
+    pub layers: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -86,6 +86,26 @@ impl Containers {
             .ok_or_else(|| Error::NotFound {
                 what: format!("image {:?}", config.image),
             })?;
+        // Image volumes: resolved now; their layers are held like the rootfs's.
+        let mut config = config;
+        let mut held_layers: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        for (i, m) in config.mounts.iter_mut().enumerate() {
+            let Some(volume) = m.image.as_mut() else {
+                continue;
+            };
+            let field = format!("config.mounts[{i}].image.image");
+            let found = images
+                .resolve(&volume.reference)
+                .map_err(|e| Error::invalid(field.clone(), e.to_string()))?
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("image {:?} ({field})", volume.reference),
+                })?;
+            let mut dirs = images.layer_dirs(&found);
+            dirs.reverse();
+            volume.layers = dirs;
+            volume.id = found.id.clone();
+            held_layers.extend(found.layers.iter().map(|l| l.diff_id.clone()));
+        }
         let mut layers = images.layer_dirs(&image);
         layers.reverse();
         let c = &image.config.config;
@@ -215,7 +235,7 @@ impl Containers {
                     .unwrap_or_else(|| config.image.clone()),
                 id: image.id.clone(),
                 reference: info.reference.clone(),
-                layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
+                layers: held_layers,
             },
             config,
             state: ContainerState::Created,

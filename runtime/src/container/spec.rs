@@ -605,6 +605,38 @@ fn clean_container_path(p: &str, field: &str) -> Result<PathBuf> {
     Ok(path.components().collect())
 }
 
+/// An image volume: the image's layers as a read-only overlay (a read-only bind when it
+/// has one layer: overlayfs wants two lower dirs without an upper one).
+fn image_volume(dest: PathBuf, volume: &super::config::ImageVolume, field: &str) -> Result<Mount> {
+    let mut mount = Mount::default();
+    mount.set_destination(dest);
+    match volume.layers.as_slice() {
+        [] => {
+            return Err(Error::invalid(
+                field,
+                format!("image {:?} has no layers", volume.reference),
+            ))
+        }
+        [one] => {
+            mount
+                .set_typ(Some("bind".to_string()))
+                .set_source(Some(one.clone()))
+                .set_options(Some(vec!["rbind".into(), "rprivate".into(), "ro".into()]));
+        }
+        many => {
+            let lower: Vec<String> = many.iter().map(|l| l.display().to_string()).collect();
+            mount
+                .set_typ(Some("overlay".to_string()))
+                .set_source(Some(PathBuf::from("overlay")))
+                .set_options(Some(vec![
+                    "ro".into(),
+                    format!("lowerdir={}", lower.join(":")),
+                ]));
+        }
+    }
+    Ok(mount)
+}
+
 /// The mounts: defaults (minus those a requested mount replaces), then the requested binds
 /// sorted by depth (so a parent never hides a child). Also the rootfs propagation the
 /// requested propagations need, as containerd sets it.
@@ -619,6 +651,14 @@ fn mounts(
         let f_host = format!("config.mounts[{i}].host_path");
         let f_container = format!("config.mounts[{i}].container_path");
         let dest = clean_container_path(&m.container_path, &f_container)?;
+        if let Some(volume) = &m.image {
+            requested.push(image_volume(
+                dest,
+                volume,
+                &format!("config.mounts[{i}].image"),
+            )?);
+            continue;
+        }
         if m.host_path.is_empty() || !m.host_path.starts_with('/') {
             return Err(Error::invalid(
                 f_host,
