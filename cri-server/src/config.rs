@@ -39,6 +39,10 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The pod bridge and its subnet.
     pub network: NetworkConfig,
+    /// `host:port` for corrald's own Prometheus metrics over HTTP (`GET /metrics`), e.g.
+    /// `127.0.0.1:9109`. Empty (the default): no metrics endpoint. The endpoint has no
+    /// authentication, so keep it on loopback or a trusted network.
+    pub metrics_address: String,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
+            metrics_address: String::new(),
         }
     }
 }
@@ -163,5 +168,13 @@ mod tests {
         let c = Config::parse("listen = \"relative.sock\"").unwrap();
         assert!(c.socket_path().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/corral.toml"))).is_err());
+    }
+
+    #[test]
+    fn metrics_address_is_off_unless_set() {
+        assert_eq!(Config::parse("").unwrap().metrics_address, "");
+        let c = Config::parse("metrics_address = \"127.0.0.1:9109\"").unwrap();
+        assert_eq!(c.metrics_address, "127.0.0.1:9109");
+        assert!(Config::parse("metrics_address = 9109").is_err());
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod convert;
 mod deadline;
 mod instrument;
+mod metrics;
 mod server;
 mod service;
 mod status;
@@ -36,6 +37,9 @@ struct Cli {
     log_level: Option<String>,
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics on this `host:port` (GET /metrics); empty turns them off.
+    #[arg(long)]
+    metrics_address: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +59,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = cli.log_format {
         config.log_format = v;
+    }
+    if let Some(v) = cli.metrics_address {
+        config.metrics_address = v;
     }
     init_logging(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

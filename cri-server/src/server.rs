@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::metrics::{MetricsServer, NodeState};
 use crate::service::CriService;
 
 /// kubelet's own limit for CRI messages; tonic's default of 4 MiB is too small for big lists.
@@ -81,9 +82,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
         .await
         .context("opening the sandbox store")?;
-    let containers =
-        Containers::open(&config.root, &config.state, db, Default::default()).context("opening the container store")?;
+    let containers = Containers::open(&config.root, &config.state, db, Default::default())
+        .context("opening the container store")?;
     let service = CriService::new(config.clone(), images, sandboxes, containers);
+    // Before the CRI socket, so a metrics address that can't be bound stops start-up with
+    // nothing for kubelet to connect to.
+    let metrics = start_metrics(&config, &service).await?;
 
     let listener = bind(&socket)?;
     tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");
@@ -121,9 +125,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let _ = std::fs::remove_file(&socket);
+    if let Some(m) = metrics {
+        m.shutdown().await;
+    }
     result.context("gRPC server")?;
     tracing::info!("corrald stopped");
     Ok(())
+}
+
+/// The metrics endpoint, when `metrics_address` is set.
+async fn start_metrics(
+    config: &Config,
+    service: &CriService,
+) -> anyhow::Result<Option<MetricsServer>> {
+    let address = config.metrics_address.trim();
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let service = service.clone();
+    let source: crate::metrics::StateSource =
+        Arc::new(move || NodeState::of(&service).map_err(anyhow::Error::from));
+    let server = MetricsServer::start(address, source).await?;
+    tracing::info!(address = %server.local_addr(), "serving Prometheus metrics on /metrics");
+    Ok(Some(server))
 }
 
 /// Bind the CRI socket, mode 0660. We hold the root lock, so a socket file already there is

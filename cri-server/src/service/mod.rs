@@ -48,11 +48,11 @@ impl CriService {
         }
     }
 
-    fn containers(&self) -> &Containers {
+    pub(crate) fn containers(&self) -> &Containers {
         &self.inner.containers
     }
 
-    fn sandboxes(&self) -> &Sandboxes {
+    pub(crate) fn sandboxes(&self) -> &Sandboxes {
         &self.inner.sandboxes
     }
 
