@@ -12,6 +12,7 @@ pub mod locks;
 pub mod sandbox;
 pub mod shim;
 pub mod shim_client;
+pub mod stats;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -4,3 +4,4 @@ pub mod container;
 pub mod container_status;
 pub mod image;
 pub mod sandbox;
+pub mod stats;

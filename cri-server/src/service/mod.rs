@@ -29,6 +29,8 @@ struct Inner {
     images: ImageStore,
     sandboxes: Sandboxes,
     containers: Containers,
+    /// The stats calls' CPU samples and writable-layer cache (one per daemon).
+    stats: ::runtime::stats::Collector,
 }
 
 impl CriService {
@@ -44,8 +46,13 @@ impl CriService {
                 images,
                 sandboxes,
                 containers,
+                stats: Default::default(),
             }),
         }
+    }
+
+    pub(crate) fn stats_collector(&self) -> &::runtime::stats::Collector {
+        &self.inner.stats
     }
 
     pub(crate) fn containers(&self) -> &Containers {

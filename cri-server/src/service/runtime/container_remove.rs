@@ -10,7 +10,10 @@ impl CriService {
         if req.container_id.is_empty() {
             return Err(CriError::invalid("container_id", "required"));
         }
-        self.containers().remove(&req.container_id).await?;
+        if let Some(record) = self.containers().find(&req.container_id)? {
+            self.containers().remove(&record.id).await?;
+            self.stats_collector().forget_container(&record.id);
+        }
         Ok(proto::RemoveContainerResponse {})
     }
 }

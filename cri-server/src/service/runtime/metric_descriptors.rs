@@ -1,12 +1,18 @@
-//! PLACEHOLDER (the stats helper replaces this file).
+use crate::convert::stats::to_descriptor;
 use crate::service::CriService;
 use crate::status::CriError;
 
 impl CriService {
+    /// Every metric ListPodSandboxMetrics may return, with its label keys.
     pub(crate) async fn list_metric_descriptors(
         &self,
         _req: proto::ListMetricDescriptorsRequest,
     ) -> Result<proto::ListMetricDescriptorsResponse, CriError> {
-        Err(CriError::Unimplemented("ListMetricDescriptors"))
+        Ok(proto::ListMetricDescriptorsResponse {
+            descriptors: runtime::stats::descriptors()
+                .iter()
+                .map(to_descriptor)
+                .collect(),
+        })
     }
 }
