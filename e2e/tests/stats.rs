@@ -466,7 +466,9 @@ async fn network_and_metrics() -> Result<()> {
             &pod,
             &pc,
             "server",
-            &["sh", "-c", "nc -l -p 8080 > /dev/null"],
+            // nc ends with its one connection; the container must keep running for the
+            // container metrics below.
+            &["sh", "-c", "while true; do nc -l -p 8080 > /dev/null; done"],
             &[],
         )
         .await?;
