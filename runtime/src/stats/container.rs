@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{CpuUsage, LayerUsage, MemoryUsage, ProcessUsage, SwapUsage};
+use super::{CpuUsage, Detail, LayerUsage, MemoryUsage, ProcessUsage, SwapUsage};
 use crate::cgroups::{Cgroup, CgroupMode, Stats};
 use crate::container::ContainerRecord;
 use crate::error::ErrorKind;
@@ -19,6 +19,9 @@ pub struct ContainerStats {
     /// `None` when the upper dir can't be measured (removed meanwhile).
     pub writable_layer: Option<LayerUsage>,
     pub processes: ProcessUsage,
+    /// The figures only the metrics carry; read for ListPodSandboxMetrics alone (`None`
+    /// from the stats calls, and when the cgroup is gone).
+    pub detail: Option<Detail>,
 }
 
 /// A cgroup's figures read now, with when they were read.

@@ -4,9 +4,12 @@
 //!
 //! Names, help and meaning follow cAdvisor, so dashboards and alerts written for it keep
 //! working. Labels are the ones cAdvisor's kubelet endpoint carries (`container`, `id`,
-//! `image`, `name`, `namespace`, `pod`), plus `cpu`, `interface`, `failure_type`/`scope` on
+//! `image`, `name`, `namespace`, `pod`), plus `cpu`, `interface`, `failure_type`/`scope`,
+//! `device` (and `major`/`minor`/`operation` on `container_blkio_device_usage_total`) on
 //! the metrics that cAdvisor gives them. Network metrics belong to the pod, not to one of
 //! its containers: as CRI-O does, they come in the pod's own list with `container="POD"`.
+//! The figures only metrics carry ([`Detail`]) are all reported whenever the container's
+//! cgroup was read, 0s included, as cAdvisor reports them.
 //!
 //! CRI carries every value as a u64, so the `_seconds_total` counters are whole seconds
 //! (as CRI-O reports them). A metric read live has timestamp 0 (kubelet stamps it); the
@@ -16,6 +19,7 @@
 //! cannot disagree; the tests check it over every metric produced.
 
 use super::container::ContainerStats;
+use super::detail::Detail;
 use super::pod::PodStats;
 use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
@@ -88,6 +92,27 @@ const WITH_INTERFACE: &[&str] = &[
     "pod",
     "interface",
 ];
+const WITH_DEVICE: &[&str] = &[
+    "container",
+    "id",
+    "image",
+    "name",
+    "namespace",
+    "pod",
+    "device",
+];
+const WITH_DEVICE_OPERATION: &[&str] = &[
+    "container",
+    "id",
+    "image",
+    "name",
+    "namespace",
+    "pod",
+    "device",
+    "major",
+    "minor",
+    "operation",
+];
 const WITH_FAILURE: &[&str] = &[
     "container",
     "id",
@@ -138,12 +163,34 @@ descriptors! {
         "Container swap usage in bytes.";
     MEMORY_FAILURES = "container_memory_failures_total", Counter, WITH_FAILURE,
         "Cumulative count of memory allocation failures.";
+    MEMORY_FAILCNT = "container_memory_failcnt", Counter, BASE,
+        "Number of memory usage hits limits.";
+    MEMORY_MAX_USAGE = "container_memory_max_usage_bytes", Gauge, BASE,
+        "Maximum memory usage recorded in bytes.";
+    MEMORY_KERNEL = "container_memory_kernel_usage", Gauge, BASE,
+        "Size of kernel memory allocated in bytes.";
+    MEMORY_MAPPED_FILE = "container_memory_mapped_file", Gauge, BASE,
+        "Size of memory mapped files in bytes.";
     SPEC_MEMORY_LIMIT = "container_spec_memory_limit_bytes", Gauge, BASE,
         "Memory limit for the container.";
+    SPEC_MEMORY_SWAP_LIMIT = "container_spec_memory_swap_limit_bytes", Gauge, BASE,
+        "Memory swap limit for the container.";
+    SPEC_CPU_PERIOD = "container_spec_cpu_period", Gauge, BASE,
+        "CPU period of the container.";
+    SPEC_CPU_SHARES = "container_spec_cpu_shares", Gauge, BASE,
+        "CPU share of the container.";
     OOM_EVENTS = "container_oom_events_total", Counter, BASE,
         "Count of out of memory events observed for the container.";
     PROCESSES = "container_processes", Gauge, BASE,
         "Number of processes running inside the container.";
+    THREADS = "container_threads", Gauge, BASE,
+        "Number of threads running inside the container.";
+    THREADS_MAX = "container_threads_max", Gauge, BASE,
+        "Maximum number of threads allowed inside the container, infinity if value is zero.";
+    FILE_DESCRIPTORS = "container_file_descriptors", Gauge, BASE,
+        "Number of open file descriptors for the container.";
+    SOCKETS = "container_sockets", Gauge, BASE,
+        "Number of open sockets for the container.";
     FS_USAGE = "container_fs_usage_bytes", Gauge, BASE,
         "Number of bytes that are consumed by the container on this filesystem.";
     FS_LIMIT = "container_fs_limit_bytes", Gauge, BASE,
@@ -152,6 +199,16 @@ descriptors! {
         "Number of Inodes.";
     FS_INODES_FREE = "container_fs_inodes_free", Gauge, BASE,
         "Number of available Inodes.";
+    FS_READS_BYTES = "container_fs_reads_bytes_total", Counter, WITH_DEVICE,
+        "Cumulative count of bytes read.";
+    FS_READS = "container_fs_reads_total", Counter, WITH_DEVICE,
+        "Cumulative count of reads completed.";
+    FS_WRITES_BYTES = "container_fs_writes_bytes_total", Counter, WITH_DEVICE,
+        "Cumulative count of bytes written.";
+    FS_WRITES = "container_fs_writes_total", Counter, WITH_DEVICE,
+        "Cumulative count of writes completed.";
+    BLKIO_DEVICE_USAGE = "container_blkio_device_usage_total", Counter, WITH_DEVICE_OPERATION,
+        "Blkio Device bytes usage.";
     START_TIME = "container_start_time_seconds", Gauge, BASE,
         "Start time of the container since unix epoch in seconds.";
     LAST_SEEN = "container_last_seen", Gauge, BASE,
@@ -234,7 +291,7 @@ pub(crate) fn container_metrics(
     ];
     let mut e = Emitter {
         base: &base,
-        out: Vec::with_capacity(24),
+        out: Vec::with_capacity(48),
     };
     let secs = |ns: Option<u64>| ns.map(|n| n / NS_PER_SEC);
     let (cpu, mem) = (&stats.cpu, &stats.memory);
@@ -248,9 +305,12 @@ pub(crate) fn container_metrics(
     e.add(&MEMORY_WORKING_SET, &[], mem.working_set_bytes, 0);
     e.add(&MEMORY_RSS, &[], mem.rss_bytes, 0);
     e.add(&MEMORY_CACHE, &[], mem.cache_bytes, 0);
-    if let Some(swap) = &stats.swap {
-        e.add(&MEMORY_SWAP, &[], swap.usage_bytes, 0);
-    }
+    // cAdvisor reports no swap accounting as 0 (when memory was read at all).
+    let swap = match &stats.swap {
+        Some(swap) => swap.usage_bytes,
+        None => mem.usage_bytes.map(|_| 0),
+    };
+    e.add(&MEMORY_SWAP, &[], swap, 0);
     // cAdvisor's split of page faults: minor ones are all faults less the major ones.
     let minor = mem
         .page_faults
@@ -267,6 +327,9 @@ pub(crate) fn container_metrics(
     e.add(&SPEC_MEMORY_LIMIT, &[], limit, 0);
     e.add(&OOM_EVENTS, &[], mem.oom_kills, 0);
     e.add(&PROCESSES, &[], stats.processes.count, 0);
+    if let Some(d) = &stats.detail {
+        detail_metrics(&mut e, d);
+    }
     if let Some(layer) = &stats.writable_layer {
         e.add(&FS_USAGE, &[], Some(layer.used_bytes), layer.timestamp);
     }
@@ -282,6 +345,45 @@ pub(crate) fn container_metrics(
     ContainerMetrics {
         container_id: record.id.clone(),
         metrics: e.out,
+    }
+}
+
+/// The metrics of a container's [`Detail`]: every one, 0s included, as cAdvisor reports
+/// them; the I/O ones per device (and per operation for the blkio one).
+fn detail_metrics(e: &mut Emitter<'_>, d: &Detail) {
+    e.add(&MEMORY_FAILCNT, &[], Some(d.memory_failcnt), 0);
+    e.add(&MEMORY_MAX_USAGE, &[], Some(d.memory_max_usage_bytes), 0);
+    e.add(&MEMORY_KERNEL, &[], Some(d.memory_kernel_bytes), 0);
+    e.add(
+        &MEMORY_MAPPED_FILE,
+        &[],
+        Some(d.memory_mapped_file_bytes),
+        0,
+    );
+    e.add(&SPEC_MEMORY_SWAP_LIMIT, &[], Some(d.swap_limit_bytes), 0);
+    e.add(&SPEC_CPU_PERIOD, &[], Some(d.cpu_period_us), 0);
+    e.add(&SPEC_CPU_SHARES, &[], Some(d.cpu_shares), 0);
+    e.add(&THREADS, &[], Some(d.threads), 0);
+    e.add(&THREADS_MAX, &[], Some(d.threads_max), 0);
+    e.add(&FILE_DESCRIPTORS, &[], Some(d.file_descriptors), 0);
+    e.add(&SOCKETS, &[], Some(d.sockets), 0);
+    for dev in &d.devices {
+        let device = [dev.device.as_str()];
+        // As cAdvisor: the byte counts for each device of the bytes table, the operation
+        // counts for each of the operations table.
+        if !dev.bytes.is_empty() {
+            e.add(&FS_READS_BYTES, &device, Some(dev.read_bytes()), 0);
+            e.add(&FS_WRITES_BYTES, &device, Some(dev.write_bytes()), 0);
+        }
+        if !dev.ios.is_empty() {
+            e.add(&FS_READS, &device, Some(dev.reads()), 0);
+            e.add(&FS_WRITES, &device, Some(dev.writes()), 0);
+        }
+        let (major, minor) = (dev.major.to_string(), dev.minor.to_string());
+        for (op, value) in &dev.bytes {
+            let labels = [dev.device.as_str(), &major, &minor, op];
+            e.add(&BLKIO_DEVICE_USAGE, &labels, Some(*value), 0);
+        }
     }
 }
 
@@ -335,6 +437,7 @@ pub(crate) fn pod_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::detail::DeviceIo;
     use crate::stats::network::{InterfaceUsage, NetworkUsage};
     use crate::stats::{CpuUsage, LayerUsage, MemoryUsage, ProcessUsage, SwapUsage};
     use std::collections::{HashMap, HashSet};
@@ -388,6 +491,26 @@ mod tests {
                 timestamp: 1,
                 count: Some(2),
             },
+            detail: Some(Detail {
+                memory_max_usage_bytes: 150,
+                memory_failcnt: 3,
+                memory_kernel_bytes: 8,
+                memory_mapped_file_bytes: 9,
+                swap_limit_bytes: 0,
+                cpu_period_us: 100_000,
+                cpu_shares: 1024,
+                threads: 5,
+                threads_max: 0,
+                file_descriptors: 12,
+                sockets: 2,
+                devices: vec![DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    device: "/dev/sda".into(),
+                    bytes: vec![("Read".into(), 4096), ("Write".into(), 512)],
+                    ios: vec![("Read".into(), 2), ("Write".into(), 1)],
+                }],
+            }),
         }
     }
 
@@ -481,6 +604,26 @@ mod tests {
             .map(|x| (x.label_values[6].as_str(), x.value))
             .collect();
         assert_eq!(faults, [("pgfault", 45), ("pgmajfault", 5)]);
+        // The detail's figures, 0s included.
+        assert_eq!(get("container_memory_max_usage_bytes").value, 150);
+        assert_eq!(get("container_spec_cpu_shares").value, 1024);
+        assert_eq!(get("container_spec_memory_swap_limit_bytes").value, 0);
+        assert_eq!(get("container_threads_max").value, 0);
+        assert_eq!(get("container_sockets").value, 2);
+        let reads = get("container_fs_reads_bytes_total");
+        assert_eq!(reads.label_values[6], "/dev/sda");
+        assert_eq!(reads.value, 4096);
+        assert_eq!(get("container_fs_writes_total").value, 1);
+        let blkio: Vec<(&[String], u64)> = c
+            .metrics
+            .iter()
+            .filter(|x| x.name == "container_blkio_device_usage_total")
+            .map(|x| (&x.label_values[6..], x.value))
+            .collect();
+        assert_eq!(blkio.len(), 2);
+        assert_eq!(blkio[0].0, ["/dev/sda", "8", "0", "Read"]);
+        assert_eq!(blkio[1].0, ["/dev/sda", "8", "0", "Write"]);
+        assert_eq!((blkio[0].1, blkio[1].1), (4096, 512));
 
         // The network is the pod's, one series per interface.
         let rx: Vec<&Metric> = m
@@ -503,6 +646,17 @@ mod tests {
         );
         assert_eq!(rx[1].label_values[6], "net1");
         assert_eq!(rx[0].kind, MetricKind::Counter);
+    }
+
+    #[test]
+    fn without_swap_accounting_swap_is_0() {
+        let pod = pod_record();
+        let record = container_record("c1");
+        let mut stats = full_stats("c1");
+        stats.swap = None;
+        let m = container_metrics(&pod, &record, &stats, None, 1);
+        let swap = m.metrics.iter().find(|x| x.name == "container_memory_swap");
+        assert_eq!(swap.map(|x| x.value), Some(0));
     }
 
     #[test]

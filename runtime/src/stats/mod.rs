@@ -9,6 +9,7 @@
 //! | CPU rate (`usage_nano_cores`) | two cumulative reads apart in time (`sampler.rs`) |
 //! | writable layer | a `du` of the container's upper dir, cached for ≥ 1 s (`fs.rs`) |
 //! | network | `/proc/<pid>/net/dev` of a process in the pod's netns (`network.rs`) |
+//! | metrics only: peak/kernel/mapped memory, limit hits, CPU and swap settings, threads, open files and sockets, block I/O per device | more cgroup files, `/proc/<pid>/fd`, sysfs device names; read for ListPodSandboxMetrics alone (`detail.rs`) |
 //!
 //! Every call here is blocking file I/O: run it on a blocking thread, and gather a whole
 //! list in one blocking task ([`Collector::containers`]) rather than one task per
@@ -21,6 +22,7 @@
 //! [`collector`].
 
 mod container;
+mod detail;
 mod fs;
 mod metrics;
 mod network;
@@ -32,6 +34,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 pub use container::ContainerStats;
+pub use detail::{Detail, DeviceIo};
 pub use fs::LayerUsage;
 pub use metrics::{
     descriptors, ContainerMetrics, Descriptor, FsCapacity, Metric, MetricKind, PodMetrics,
@@ -225,6 +228,10 @@ impl Collector {
                 None
             }
         };
+        let detail = match (how, cg.as_ref(), read.stats.as_ref()) {
+            (Read::Full, Some(cg), Some(stats)) => Some(detail::read(cg, stats)),
+            _ => None,
+        };
         ContainerStats {
             id: record.id.clone(),
             cpu: read.cpu(rate),
@@ -232,6 +239,7 @@ impl Collector {
             swap: read.swap.clone(),
             writable_layer,
             processes: read.processes(),
+            detail,
         }
     }
 
@@ -266,8 +274,8 @@ enum Read {
     Cri,
     /// As `Cri`, and the process count.
     CriWithProcesses,
-    /// Every figure, for the metrics; no rate, so metrics never shorten the stats calls'
-    /// sampling windows.
+    /// Every figure, and the metrics-only [`Detail`], for the metrics; no rate, so metrics
+    /// never shorten the stats calls' sampling windows.
     Full,
 }
 
@@ -492,6 +500,10 @@ pub(crate) mod tests {
         assert_eq!(layer.inodes_used, 2);
         assert_eq!(layer.mountpoint, f.layers);
         assert!(s.swap.is_none());
+        assert!(
+            s.detail.is_none(),
+            "metrics-only figures aren't read for stats"
+        );
     }
 
     #[test]
@@ -600,5 +612,52 @@ pub(crate) mod tests {
             assert!(names.contains(want), "{want} missing: {names:?}");
         }
         assert_eq!(f.collector.containers_cpu.len(), 0);
+    }
+
+    #[test]
+    fn a_running_container_has_every_container_metric() {
+        let f = fixture();
+        let a = f.container("a", 1_000, 100);
+        // The files a cgroup2 container has beyond cg_files's.
+        let dir = f.cgroups.join("pod0123/a");
+        put(
+            &dir.join("cpu.stat"),
+            "usage_usec 1000\nuser_usec 600\nsystem_usec 400\nnr_periods 1\nnr_throttled 0\nthrottled_usec 0\n",
+        );
+        put(
+            &dir.join("memory.stat"),
+            "anon 60\nfile 40\ninactive_file 10\npgfault 5\npgmajfault 1\nkernel 8\nfile_mapped 4\n",
+        );
+        put(&dir.join("pids.max"), "max\n");
+        put(&dir.join("cpu.max"), "max 100000\n");
+        put(&dir.join("cpu.weight"), "100\n");
+        put(&dir.join("memory.events"), "max 0\noom_kill 0\n");
+        put(
+            &dir.join("io.stat"),
+            "8:0 rbytes=1 wbytes=2 rios=3 wios=4\n",
+        );
+        let pod = pod_record("pod0123", None);
+        let m = f.collector.pod_metrics(&pod, std::slice::from_ref(&a));
+        let detail = m.containers[0].metrics.iter();
+        let names: HashSet<&str> = detail.map(|x| x.name).collect();
+        // All but the network ones, which are the pod's (and this pod has no netns).
+        for d in descriptors() {
+            if d.label_keys.contains(&"interface") {
+                continue;
+            }
+            assert!(names.contains(d.name), "{} missing", d.name);
+        }
+        let get = |name: &str| {
+            m.containers[0]
+                .metrics
+                .iter()
+                .find(|x| x.name == name)
+                .map(|x| x.value)
+        };
+        assert_eq!(get("container_spec_cpu_period"), Some(100_000));
+        assert_eq!(get("container_threads"), Some(1));
+        assert_eq!(get("container_threads_max"), Some(0));
+        assert_eq!(get("container_memory_failcnt"), Some(0));
+        assert_eq!(get("container_fs_writes_total"), Some(4));
     }
 }
