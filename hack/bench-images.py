@@ -2,7 +2,8 @@
 """Builds the benchmark images and pushes them to a registry (plain HTTP, registry API v2).
 
 bench/busybox:1     one gzip layer: a static busybox rootfs (like the e2e fixtures)
-bench/pause:1       the same rootfs plus one file (a layer of its own), `sleep inf`
+bench/pause:1       a static /pause (sleeps, reaps children), built with cc; busybox
+                    `sleep inf` where no static C toolchain is at hand
 bench/six-layers:1  six gzip layers, ~150 MB unpacked: files of mixed compressible and
                     incompressible content, like a real application image
 """
@@ -71,6 +72,41 @@ def push_image(reg, repo, tag, layers, entrypoint=None):
     print(f"pushed {repo}:{tag}: {len(layers)} layers, {sum(len(g) for _, g in layers) / 1e6:.1f} MB compressed, "
           f"{sum(len(r) for r, _ in layers) / 1e6:.1f} MB unpacked")
 
+# What registry.k8s.io/pause does: sleep until SIGINT/SIGTERM, reaping children.
+PAUSE_C = r"""
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void quit(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+    struct sigaction a = {0};
+    a.sa_handler = quit;
+    sigaction(SIGINT, &a, 0);
+    sigaction(SIGTERM, &a, 0);
+    a.sa_handler = reap;
+    a.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &a, 0);
+    for (;;) pause();
+}
+"""
+
+def build_pause():
+    """A static pause binary like the real pause image's (a few hundred KiB of RSS, where a
+    busybox `sleep` has more than a MiB), or None where no static C toolchain is at hand."""
+    import shutil, subprocess, tempfile
+    if not shutil.which("cc"):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src, out = os.path.join(d, "pause.c"), os.path.join(d, "pause")
+        open(src, "w").write(PAUSE_C)
+        r = subprocess.run(["cc", "-Os", "-static", "-s", "-o", out, src], capture_output=True)
+        if r.returncode != 0:
+            print("bench-images: no static pause (" + r.stderr.decode(errors="replace").strip()[:200]
+                  + "); busybox sleep instead", file=sys.stderr)
+            return None
+        return open(out, "rb").read()
+
 def main():
     reg = sys.argv[1]
     bb = open("/bin/busybox", "rb").read()
@@ -79,11 +115,17 @@ def main():
     entries += [("etc", "dir", None, 0o755), ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
                 ("tmp", "dir", None, 0o1777)]
     push_image(reg, "bench/busybox", "1", [layer(entries)])
-    # A pause for runtimes that run one per pod (containerd's sandbox_image). Its layer
-    # differs from busybox's by one file: with a shared layer, removing bench/busybox would
-    # leave the layer to the pause image, and a "cold" pull of busybox would be warm.
-    pause = entries + [("etc/bench-pause", "file", b"pause\n", 0o644)]
-    push_image(reg, "bench/pause", "1", [layer(pause)], entrypoint=["/bin/sleep", "inf"])
+    # A pause for runtimes that run one per pod (containerd's sandbox_image). Its layer must
+    # not be busybox's: with a shared layer, removing bench/busybox would leave the layer to
+    # the pause image, and a "cold" pull of busybox would be warm.
+    pause_bin = build_pause()
+    if pause_bin:
+        pause_layer = layer([("pause", "file", pause_bin, 0o755)])
+        pause_cmd = ["/pause"]
+    else:
+        pause_layer = layer(entries + [("etc/bench-pause", "file", b"pause\n", 0o644)])
+        pause_cmd = ["/bin/sleep", "inf"]
+    push_image(reg, "bench/pause", "1", [pause_layer], entrypoint=pause_cmd)
 
     rng = random.Random(42)
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(2000)]
