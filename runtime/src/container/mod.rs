@@ -229,7 +229,7 @@ impl Containers {
 
     /// Bring a record up to date with its exit file (see [`Ledger::refresh`]).
     fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord> {
-        self.ledger.refresh(record)
+        self.ledger.refresh(record, false)
     }
 
     /// The lifecycle events (GetContainerEvents).
@@ -251,7 +251,7 @@ impl Containers {
             {}
             match ledger.db.get_container(&id) {
                 Ok(Some(record)) => {
-                    if let Err(e) = ledger.refresh(record) {
+                    if let Err(e) = ledger.refresh(record, true) {
                         tracing::warn!(container = %id, error = %e, "recording an exit");
                     }
                 }
@@ -264,7 +264,12 @@ impl Containers {
     /// At start-up: bring every record up to date and release bundles that no record
     /// owns (a create killed half-way).
     fn recover(&self) -> Result<()> {
-        let records = self.list()?;
+        let records = self
+            .db
+            .list_containers()?
+            .into_iter()
+            .map(|c| self.ledger.refresh(c, true))
+            .collect::<Result<Vec<_>>>()?;
         for running in records.iter().filter(|c| c.is_running()) {
             self.watch(running);
         }
@@ -305,8 +310,9 @@ struct Ledger {
 impl Ledger {
     /// Bring a record up to date with its exit file: a container last known as created or
     /// running whose init has exited becomes Exited, the change is stored and STOPPED is
-    /// published, once, whoever notices first.
-    fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord> {
+    /// published, once, whoever notices first. `deep` also treats a container whose shim
+    /// is gone without an exit file as exited (code 255).
+    fn refresh(&self, record: ContainerRecord, deep: bool) -> Result<ContainerRecord> {
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running
@@ -316,7 +322,9 @@ impl Ledger {
         let exit = exit_file::read(&record.exit_file()).map_err(|e| {
             Error::Internal(format!("reading {}: {e}", record.exit_file().display()))
         })?;
-        let shim_gone = exit.is_none() && !crate::shim_client::is_alive(&record.pod_dir);
+        // Whether the shim still lives is asked only by the exit watchers and at start-up
+        // (`deep`): a list of N running containers must not read /proc N times over.
+        let shim_gone = deep && exit.is_none() && !crate::shim_client::is_alive(&record.pod_dir);
         if exit.is_none() && !shim_gone {
             return Ok(record);
         }

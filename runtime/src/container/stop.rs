@@ -58,7 +58,7 @@ impl Containers {
         release_cgroup(&record.cgroup).await?;
         // Re-read: the exit file is in by now (or the shim is gone, which refresh handles).
         if let Some(r) = self.db.get_container(&record.id)? {
-            self.refresh(r)?;
+            self.ledger.refresh(r, true)?;
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 use crate::service::CriService;
 
-/// The grace a pod's still-running containers get when the pod is stopped (kubelet stops
-/// them itself first, with the pod's own grace period).
-const CONTAINER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The grace a pod's still-running containers get when the pod is stopped: none. kubelet
+/// stops them itself first, with the pod's own grace period; what is left is killed at
+/// once, as the CRI asks and containerd does.
+const CONTAINER_STOP_GRACE: std::time::Duration = std::time::Duration::ZERO;
 use crate::status::CriError;
 
 impl CriService {
