@@ -81,6 +81,7 @@ impl Containers {
         config: ContainerConfig,
         made: &mut Made,
     ) -> Result<ContainerRecord> {
+        let started = std::time::Instant::now();
         let image = images
             .resolve(&config.image)?
             .ok_or_else(|| Error::NotFound {
@@ -161,6 +162,10 @@ impl Containers {
             .map_err(|e| Error::Internal(format!("spec task: {e}")))??
         };
         let stop_signal = spec::stop_signal(&info) as i32;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "spec built"
+        );
 
         let bundle = self.bundles_dir.join(id);
         std::fs::create_dir(&bundle).map_err(Error::io("creating", &bundle))?;
@@ -199,6 +204,10 @@ impl Containers {
             .await
             .map_err(|e| Error::Internal(format!("cgroup task: {e}")))??;
         }
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "cgroup made"
+        );
 
         let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
             (_, "") => None,
@@ -223,6 +232,10 @@ impl Containers {
             oom_file: cg.oom_events_file(),
         };
         let pid = PodShim::new(&pod.dir).create_container(request).await?;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "init ready"
+        );
 
         let record = ContainerRecord {
             id: id.to_string(),
