@@ -361,6 +361,16 @@ pub async fn list_containers(cri: &mut Cri) -> anyhow::Result<Vec<proto::Contain
         .containers)
 }
 
+pub async fn list_container_stats(cri: &mut Cri) -> anyhow::Result<Vec<proto::ContainerStats>> {
+    Ok(cri
+        .rt
+        .list_container_stats(proto::ListContainerStatsRequest { filter: None })
+        .await
+        .context("ListContainerStats")?
+        .into_inner()
+        .stats)
+}
+
 pub async fn pull(cri: &mut Cri, image: &str) -> anyhow::Result<()> {
     cri.images
         .pull_image(proto::PullImageRequest {

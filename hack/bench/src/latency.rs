@@ -128,7 +128,8 @@ async fn lifecycle_once(
     b.forget_pod(pod)
 }
 
-/// ListPodSandbox and ListContainers with `list_objects` pods, each with a running container.
+/// ListPodSandbox, ListContainers and ListContainerStats with `list_objects` pods, each
+/// with a running container.
 async fn lists(b: &mut Bench, o: &LifecycleOptions, rec: &mut Recorder) -> anyhow::Result<()> {
     if o.list_objects == 0 || o.list_calls == 0 {
         return Ok(());
@@ -164,6 +165,15 @@ async fn lists(b: &mut Bench, o: &LifecycleOptions, rec: &mut Recorder) -> anyho
             );
         }
         rec.add("ListContainers", &subject_ctrs, d);
+        let (items, d) = timed(calls::list_container_stats(&mut b.cri)).await?;
+        if items.len() < o.list_objects {
+            anyhow::bail!(
+                "ListContainerStats: {} containers, expected {}",
+                items.len(),
+                o.list_objects
+            );
+        }
+        rec.add("ListContainerStats", &subject_ctrs, d);
     }
     for (pod, id) in pods {
         calls::teardown_pod(&mut b.cri, &id).await?;
