@@ -678,6 +678,15 @@ async fn exec_sync_and_reopen_log() -> Result<()> {
     let (_, info) = env.status(&id).await?;
     let cgroup = info["cgroup"].as_str().context("cgroup")?.to_string();
     let pid = info["pid"].as_i64().context("pid")?;
+    // The init is in its cgroup in every hierarchy, cgroup2 included (it is cloned straight
+    // into that one).
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    for line in own
+        .lines()
+        .filter(|l| l.starts_with("0::") || l.contains(":pids:"))
+    {
+        assert!(line.ends_with(&cgroup), "{line} is not in {cgroup}");
+    }
     let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/pids{cgroup}/cgroup.procs"))
         .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{cgroup}/cgroup.procs")))?;
     let left: Vec<i64> = procs

@@ -31,7 +31,7 @@ mod rootfs;
 use std::fmt::Display;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -425,14 +425,7 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
     kept.extend(namespaces.joins.iter().map(|(file, _, _)| file.as_raw_fd()));
     close_fds_except(&kept);
     let result = guard(|| {
-        let me = std::process::id().to_string();
-        for procs in cgroup_procs {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(procs)
-                .and_then(|mut f| f.write_all(me.as_bytes()))
-                .map_err(|e| InitError::step(format_args!("joining {}", procs.display()), e))?;
-        }
+        let into_cgroup = join_cgroups(cgroup_procs)?;
         for (file, flag, what) in &namespaces.joins {
             setns(file.as_fd(), *flag).map_err(|e| InitError::step(what, e))?;
         }
@@ -441,7 +434,18 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
                 InitError::step(format_args!("unshare({:?})", namespaces.unshare), e)
             })?;
         }
-        match clone_parent().map_err(|e| InitError::step("clone(CLONE_PARENT)", e))? {
+        let cloned = match &into_cgroup {
+            Some(dir) => match clone_parent_into(dir) {
+                // A kernel without clone3's CLONE_INTO_CGROUP (< 5.7): migrate A instead.
+                Err(nix::Error::ENOSYS) | Err(nix::Error::E2BIG) => {
+                    join_by_pid(cgroup_v2_procs(cgroup_procs))?;
+                    clone_parent()
+                }
+                other => other,
+            },
+            None => clone_parent(),
+        };
+        match cloned.map_err(|e| InitError::step("clone(CLONE_PARENT)", e))? {
             Some(pid) => Ok(pid),
             None => match b() {},
         }
@@ -456,6 +460,113 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
 
 /// A fork whose child is a child of the caller's parent: Some(child) in the caller, None in
 /// the child.
+/// Put A (and so B) in the container's cgroup without the cost of a process migration:
+/// a v1 hierarchy takes the calling thread through `tasks` ("0" = me; the process is
+/// single-threaded), which the kernel does without the global threadgroup lock that a
+/// `cgroup.procs` write takes (that lock waits for an RCU grace period, 4-15 ms here);
+/// the cgroup2 hierarchy is entered by cloning B straight into it (CLONE_INTO_CGROUP),
+/// so its directory is returned open.
+fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<Option<OwnedFd>, InitError> {
+    let mut into = None;
+    for procs in cgroup_procs {
+        let dir = procs.parent().unwrap_or(Path::new("/"));
+        let joining = |e| InitError::step(format_args!("joining {}", procs.display()), e);
+        let is_v2 = nix::sys::statfs::statfs(dir)
+            .map_err(joining)?
+            .filesystem_type()
+            == nix::sys::statfs::CGROUP2_SUPER_MAGIC;
+        if is_v2 {
+            let fd = nix::fcntl::open(
+                dir,
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(joining)?;
+            // SAFETY: `open` just returned this fd and nothing else owns it.
+            into = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            continue;
+        }
+        let tasks = dir.join("tasks");
+        let fast = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tasks)
+            .and_then(|mut f| f.write_all(b"0"));
+        if fast.is_err() {
+            join_by_pid(std::iter::once(procs.as_path()))?;
+        }
+    }
+    Ok(into)
+}
+
+/// The cgroup2 `cgroup.procs` files among `cgroup_procs`.
+fn cgroup_v2_procs(cgroup_procs: &[PathBuf]) -> impl Iterator<Item = &Path> {
+    cgroup_procs.iter().map(PathBuf::as_path).filter(|p| {
+        let dir = p.parent().unwrap_or(Path::new("/"));
+        nix::sys::statfs::statfs(dir)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    })
+}
+
+/// Move this process into each cgroup by writing its pid to `cgroup.procs` (the slow,
+/// always available way).
+fn join_by_pid<'a>(files: impl Iterator<Item = &'a Path>) -> Result<(), InitError> {
+    let me = std::process::id().to_string();
+    for procs in files {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(procs)
+            .and_then(|mut f| f.write_all(me.as_bytes()))
+            .map_err(|e| InitError::step(format_args!("joining {}", procs.display()), e))?;
+    }
+    Ok(())
+}
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`clone_parent`], with the child born in the cgroup2 directory `dir`.
+fn clone_parent_into(dir: &OwnedFd) -> nix::Result<Option<Pid>> {
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PARENT as u64 | CLONE_INTO_CGROUP,
+        // With CLONE_PARENT the child signals like A (SIGCHLD, A was forked); clone3
+        // refuses an explicit exit_signal with it.
+        exit_signal: 0,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: as `clone_parent`: a fork-style clone (no CLONE_VM, stack 0 = the child
+    // runs on its copy of the current stack) of a single-threaded process; `args` is a
+    // valid clone_args of the size passed, alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
 fn clone_parent() -> nix::Result<Option<Pid>> {
     let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a fork-style clone: no CLONE_VM, so the child gets a copy of the address
