@@ -49,6 +49,8 @@ pub use stats::{CpuStats, MemoryStats, PidsStats, Stats};
 
 use layout::Layout;
 use resources::{Target, Write};
+/// The flat-keyed file and "unlimited" conventions, for the stats readers outside.
+pub(crate) use stats::{keyed_value, V1_UNLIMITED};
 
 pub type Result<T, E = CgroupError> = std::result::Result<T, E>;
 

@@ -78,8 +78,18 @@ pub(crate) fn parse_keyed(text: &str) -> BTreeMap<&str, u64> {
         .collect()
 }
 
+/// The value of `key` in a flat-keyed file, without building the whole map.
+pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == key)
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
 /// v1 reports "no limit" as a huge page-aligned number (`PAGE_COUNTER_MAX` pages).
-const V1_UNLIMITED: u64 = 1 << 62;
+pub(crate) const V1_UNLIMITED: u64 = 1 << 62;
 
 /// A single-value file: a number, or "max" (v2) / a huge number (v1) for unlimited.
 /// Missing file → Ok(None); "max" → Ok(None).

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{CpuUsage, Detail, LayerUsage, MemoryUsage, ProcessUsage, SwapUsage};
-use crate::cgroups::{Cgroup, CgroupMode, Stats};
+use crate::cgroups::{Cgroup, CgroupMode, Stats, V1_UNLIMITED};
 use crate::container::ContainerRecord;
 use crate::error::ErrorKind;
 
@@ -223,12 +223,7 @@ fn number(text: &str) -> Option<u64> {
 
 /// Looks keys up in a flat-keyed file (`memory.stat`, `cpu.stat`).
 fn keyed(text: &str) -> impl Fn(&str) -> Option<u64> + '_ {
-    move |key| {
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().ok()).flatten()
-        })
-    }
+    move |key| crate::cgroups::keyed_value(text, key)
 }
 
 impl CgroupRead {
@@ -314,9 +309,6 @@ fn read_swap(
         limit_bytes: limit,
     })
 }
-
-/// v1 says "unlimited" with a huge page-aligned number.
-const V1_UNLIMITED: u64 = 1 << 62;
 
 /// A one-number cgroup file; `None` when missing, unreadable, "max", or v1's unlimited.
 fn read_number(path: &Path) -> Option<u64> {

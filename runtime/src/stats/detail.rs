@@ -30,7 +30,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cgroups::{Cgroup, CgroupMode, Stats};
+use crate::cgroups::{keyed_value, Cgroup, CgroupMode, Stats, V1_UNLIMITED};
 
 /// What cAdvisor reports beyond the figures of the CRI stats messages. 0 where the kernel
 /// doesn't keep a figure, and for "no limit".
@@ -102,10 +102,6 @@ impl DeviceIo {
 /// Where block devices are listed by number (`<major>:<minor>/uevent`).
 const SYS_DEV_BLOCK: &str = "/sys/dev/block";
 
-/// v1 says "unlimited" with a huge page-aligned number; cAdvisor reports any value from
-/// here up as 0.
-const UNLIMITED: u64 = 1 << 62;
-
 /// Reads the figures of `cg`, whose cgroup read gave `stats` (its pids figures are
 /// reused). Blocking; never fails: what can't be read is 0.
 pub(crate) fn read(cg: &Cgroup, stats: &Stats) -> Detail {
@@ -164,32 +160,32 @@ fn memory(dir: &Dir, d: &mut Detail) {
     let stat = file("memory.stat").unwrap_or_default();
     if dir.v2 {
         d.memory_max_usage_bytes = num("memory.peak");
-        d.memory_failcnt = file("memory.events").map_or(0, |t| keyed(&t, "max").unwrap_or(0));
+        d.memory_failcnt = file("memory.events").map_or(0, |t| keyed_value(&t, "max").unwrap_or(0));
         d.memory_kernel_bytes = kernel_memory_v2(&stat);
-        d.memory_mapped_file_bytes = keyed(&stat, "file_mapped").unwrap_or(0);
+        d.memory_mapped_file_bytes = keyed_value(&stat, "file_mapped").unwrap_or(0);
         d.swap_limit_bytes = num("memory.swap.max");
     } else {
         d.memory_max_usage_bytes = num("memory.max_usage_in_bytes");
         d.memory_failcnt = num("memory.failcnt");
         d.memory_kernel_bytes = num("memory.kmem.usage_in_bytes");
-        d.memory_mapped_file_bytes = keyed(&stat, "total_mapped_file").unwrap_or(0);
+        d.memory_mapped_file_bytes = keyed_value(&stat, "total_mapped_file").unwrap_or(0);
         d.swap_limit_bytes = num("memory.memsw.limit_in_bytes");
     }
 }
 
 /// cgroup2's kernel memory: `kernel` (Linux ≥ 5.18), else the parts it sums.
 pub(crate) fn kernel_memory_v2(stat: &str) -> u64 {
-    if let Some(kernel) = keyed(stat, "kernel") {
+    if let Some(kernel) = keyed_value(stat, "kernel") {
         return kernel;
     }
-    let slab = keyed(stat, "slab").unwrap_or_else(|| {
-        keyed(stat, "slab_reclaimable")
+    let slab = keyed_value(stat, "slab").unwrap_or_else(|| {
+        keyed_value(stat, "slab_reclaimable")
             .unwrap_or(0)
-            .saturating_add(keyed(stat, "slab_unreclaimable").unwrap_or(0))
+            .saturating_add(keyed_value(stat, "slab_unreclaimable").unwrap_or(0))
     });
     ["kernel_stack", "pagetables", "percpu", "vmalloc"]
         .iter()
-        .filter_map(|k| keyed(stat, k))
+        .filter_map(|k| keyed_value(stat, k))
         .fold(slab, u64::saturating_add)
 }
 
@@ -450,22 +446,15 @@ fn read_text(path: &Path) -> Option<String> {
     }
 }
 
-/// A one-number file's value as cAdvisor reports it: "max", v1's unlimited and anything
+/// A one-number file's value as cAdvisor reports it: "max", v1's unlimited (any value from
+/// `V1_UNLIMITED` up) and anything
 /// that isn't a number are 0.
 pub(crate) fn limit_value(text: &str) -> u64 {
     text.trim()
         .parse()
         .ok()
-        .filter(|v| *v < UNLIMITED)
+        .filter(|v| *v < V1_UNLIMITED)
         .unwrap_or(0)
-}
-
-/// The value of `key` in a flat-keyed file (`memory.stat`, `memory.events`).
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 #[cfg(test)]
