@@ -66,16 +66,20 @@ pub struct ResolvedUser {
     pub home: Option<String>,
 }
 
+/// The `:`-separated fields of each line of a passwd-style file that is not blank, a
+/// comment or a NIS (`+`/`-`) entry.
+fn records(text: &str) -> impl Iterator<Item = std::str::Split<'_, char>> {
+    text.lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.is_empty() && !line.starts_with(['#', '+', '-']))
+        .map(|line| line.split(':'))
+}
+
 /// Parses `/etc/passwd`; lines that are blank, comments, NIS (`+`/`-`) entries, or malformed
 /// (fewer than four fields, an id that is not a number) are skipped, as libc skips them.
 pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with(['#', '+', '-']) {
-                return None;
-            }
-            let mut f = line.split(':');
+    records(text)
+        .filter_map(|mut f| {
             let name = f.next()?;
             let _password = f.next()?;
             let uid = f.next()?.trim().parse().ok()?;
@@ -94,13 +98,8 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
 
 /// Parses `/etc/group`, skipping what [`parse_passwd`] skips.
 pub fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with(['#', '+', '-']) {
-                return None;
-            }
-            let mut f = line.split(':');
+    records(text)
+        .filter_map(|mut f| {
             let name = f.next()?;
             let _password = f.next()?;
             let gid = f.next()?.trim().parse().ok()?;
