@@ -54,6 +54,10 @@ pub(crate) use stats::{keyed_value, V1_UNLIMITED};
 
 pub type Result<T, E = CgroupError> = std::result::Result<T, E>;
 
+/// The parent of the cgroups of pods that name none (crictl without a cgroup_parent);
+/// removed with the last cgroup in it.
+pub const DEFAULT_PARENT: &str = "/corral";
+
 /// How long [`Cgroup::kill_all`] keeps killing before it reports the cgroup busy.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times [`Cgroup::delete`] retries an `rmdir` that says EBUSY (processes that

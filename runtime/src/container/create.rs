@@ -14,7 +14,7 @@ use crate::shim::protocol::{CreateContainer, RootfsMount};
 use crate::shim_client::PodShim;
 
 /// The cgroup parent of containers whose pod has none (crictl without a cgroup_parent).
-pub const DEFAULT_CGROUP_PARENT: &str = "/corral";
+pub const DEFAULT_CGROUP_PARENT: &str = crate::cgroups::DEFAULT_PARENT;
 
 #[derive(Default)]
 struct Made {
