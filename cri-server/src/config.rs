@@ -43,6 +43,9 @@ pub struct Config {
     /// `127.0.0.1:9109`. Empty (the default): no metrics endpoint. The endpoint has no
     /// authentication, so keep it on loopback or a trusted network.
     pub metrics_address: String,
+    /// How long a starting corrald waits for `<root>/corrald.lock` while another (say one
+    /// that was just killed and is still exiting) holds it, before giving up.
+    pub root_lock_wait_seconds: u64,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
             metrics_address: String::new(),
+            root_lock_wait_seconds: 30,
         }
     }
 }

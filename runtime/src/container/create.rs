@@ -167,9 +167,26 @@ impl Containers {
             "spec built"
         );
 
+        let parent = pod
+            .config
+            .cgroup_parent
+            .as_deref()
+            .unwrap_or(DEFAULT_CGROUP_PARENT)
+            .trim_end_matches('/');
+        let cg_path = format!("{parent}/{id}");
+        let cg = Cgroup::new(&cg_path)?;
+
         let bundle = self.bundles_dir.join(id);
         std::fs::create_dir(&bundle).map_err(Error::io("creating", &bundle))?;
         made.bundle = Some(bundle.clone());
+        // Before the cgroup and the init: what a start-up after a crash half-way releases.
+        crate::intent::write(
+            &bundle,
+            &super::ContainerIntent {
+                pod_dir: pod.dir.clone(),
+                cgroup: cg_path.clone(),
+            },
+        )?;
         let spec_json = serde_json::to_vec_pretty(&oci)
             .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
         let spec_path = bundle.join(SPEC_FILE);
@@ -182,14 +199,6 @@ impl Containers {
             std::fs::create_dir_all(&d).map_err(Error::io("creating", &d))?;
         }
 
-        let parent = pod
-            .config
-            .cgroup_parent
-            .as_deref()
-            .unwrap_or(DEFAULT_CGROUP_PARENT)
-            .trim_end_matches('/');
-        let cg_path = format!("{parent}/{id}");
-        let cg = Cgroup::new(&cg_path)?;
         {
             let cg = cg.clone();
             let resources = config.resources.clone();
