@@ -247,9 +247,7 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
     let linux = c.linux.as_ref();
     const RESOURCES: &str = "config.linux.resources";
     let cri_resources = linux.and_then(|l| l.resources.as_ref());
-    let resources = cri_resources
-        .map(|r| resources(r, RESOURCES))
-        .transpose()?;
+    let resources = cri_resources.map(|r| resources(r, RESOURCES)).transpose()?;
     let oom_score_adj = cri_resources
         .map(|r| oom_score_adj(r.oom_score_adj, RESOURCES))
         .transpose()?

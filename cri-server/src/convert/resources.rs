@@ -39,7 +39,10 @@ pub fn resources(r: &proto::LinuxContainerResources, prefix: &str) -> Result<Res
         return Err(invalid(
             prefix,
             "cpu_quota",
-            format!("{} µs is below the kernel's minimum {MIN_CFS_US}", r.cpu_quota),
+            format!(
+                "{} µs is below the kernel's minimum {MIN_CFS_US}",
+                r.cpu_quota
+            ),
         ));
     }
     let hugepage_limits = r
@@ -84,9 +87,13 @@ pub fn to_proto(r: Option<&Resources>, oom_score_adj: Option<i32>) -> proto::Con
     let r = r.cloned().unwrap_or_default();
     proto::ContainerResources {
         linux: Some(proto::LinuxContainerResources {
-            cpu_period: r.cpu_period.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+            cpu_period: r
+                .cpu_period
+                .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
             cpu_quota: r.cpu_quota.unwrap_or(0),
-            cpu_shares: r.cpu_shares.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+            cpu_shares: r
+                .cpu_shares
+                .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
             memory_limit_in_bytes: r.memory_limit.unwrap_or(0),
             oom_score_adj: oom_score_adj.map_or(0, i64::from),
             cpuset_cpus: r.cpuset_cpus.unwrap_or_default(),
@@ -149,7 +156,11 @@ mod tests {
             ),
         ];
         for (r, field) in cases {
-            assert_eq!(field_of(resources(r, "linux").unwrap_err()), *field, "{r:?}");
+            assert_eq!(
+                field_of(resources(r, "linux").unwrap_err()),
+                *field,
+                "{r:?}"
+            );
         }
         assert_eq!(
             field_of(oom_score_adj(1001, "linux").unwrap_err()),

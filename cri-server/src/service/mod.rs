@@ -365,7 +365,8 @@ impl RuntimeService for CriService {
         request: Request<proto::UpdateContainerResourcesRequest>,
     ) -> R<proto::UpdateContainerResourcesResponse> {
         let req = request.into_inner();
-        let span = info_span!("cri", method = "UpdateContainerResources", container = %req.container_id);
+        let span =
+            info_span!("cri", method = "UpdateContainerResources", container = %req.container_id);
         unary(
             "UpdateContainerResources",
             span,

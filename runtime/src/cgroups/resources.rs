@@ -594,7 +594,11 @@ mod tests {
             };
             for plan in [plan_v1(&r, false, false).unwrap(), plan_v2(&r).unwrap()] {
                 let w = plan.iter().find(|w| w.field == F_SWAP).unwrap();
-                let want = if optional { Absent::Ignore } else { Absent::Fail };
+                let want = if optional {
+                    Absent::Ignore
+                } else {
+                    Absent::Fail
+                };
                 assert_eq!(w.absent, want, "{memsw} {}", w.file);
             }
         }

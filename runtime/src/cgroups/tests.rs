@@ -535,7 +535,10 @@ fn hugepage_sizes_the_host_lacks_are_skipped() {
     let layout = v1_layout(b, &["cpu", "hugetlb"], None);
     let cg = Cgroup::with_layout("/pod1", layout).unwrap();
     cg.create().unwrap();
-    put(&b.join("hugetlb/pod1/hugetlb.2MB.limit_in_bytes"), "initial");
+    put(
+        &b.join("hugetlb/pod1/hugetlb.2MB.limit_in_bytes"),
+        "initial",
+    );
     cg.apply(&Resources {
         hugepage_limits: vec![("2MB".into(), 0), ("64KB".into(), 0)],
         ..Default::default()

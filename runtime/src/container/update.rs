@@ -91,22 +91,21 @@ impl Containers {
                 .transitions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let mut fresh = self.db.get_container(&record.id)?.ok_or_else(|| {
-                Error::NotFound {
+            let mut fresh = self
+                .db
+                .get_container(&record.id)?
+                .ok_or_else(|| Error::NotFound {
                     what: format!("container {:?}", record.id),
-                }
-            })?;
+                })?;
             fresh.config.resources = Some(merged.clone());
             fresh.config.oom_score_adj = oom_score_adj;
             self.db.put_container(&fresh)?;
             fresh
         };
         let spec_file = record.spec_file();
-        tokio::task::spawn_blocking(move || {
-            rewrite_spec(&spec_file, &merged, oom_score_adj)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("spec task: {e}")))??;
+        tokio::task::spawn_blocking(move || rewrite_spec(&spec_file, &merged, oom_score_adj))
+            .await
+            .map_err(|e| Error::Internal(format!("spec task: {e}")))??;
         tracing::info!("container resources updated");
         Ok(record)
     }
@@ -138,7 +137,10 @@ pub(crate) fn check_oom_score_adj(adj: i32) -> Result<()> {
     if (-1000..=1000).contains(&adj) {
         Ok(())
     } else {
-        Err(Error::invalid(F_OOM, format!("{adj} is outside [-1000, 1000]")))
+        Err(Error::invalid(
+            F_OOM,
+            format!("{adj} is outside [-1000, 1000]"),
+        ))
     }
 }
 
@@ -331,7 +333,12 @@ mod tests {
             field: "pid",
             reason: "x".into(),
         }));
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument { field: "pid".into() });
+        assert_eq!(
+            e.kind(),
+            ErrorKind::InvalidArgument {
+                field: "pid".into()
+            }
+        );
     }
 
     #[test]
