@@ -6,7 +6,8 @@ use std::path::{Component, Path};
 
 use runtime::container::config::{ContainerConfig, Device, Mount, Propagation, SecurityConfig};
 
-use super::sandbox::{namespace_mode, resources};
+use super::resources::{oom_score_adj, resources};
+use super::sandbox::namespace_mode;
 use crate::status::CriError;
 
 /// An InvalidArgument whose field name is built at run time (an index into a list).
@@ -244,10 +245,13 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
     }
 
     let linux = c.linux.as_ref();
-    let resources = linux
-        .and_then(|l| l.resources.as_ref())
-        .map(|r| resources(r, "config.linux.resources"))
-        .transpose()?;
+    const RESOURCES: &str = "config.linux.resources";
+    let cri_resources = linux.and_then(|l| l.resources.as_ref());
+    let resources = cri_resources.map(|r| resources(r, RESOURCES)).transpose()?;
+    let oom_score_adj = cri_resources
+        .map(|r| oom_score_adj(r.oom_score_adj, RESOURCES))
+        .transpose()?
+        .flatten();
     let security = security(linux.and_then(|l| l.security_context.as_ref()))?;
 
     Ok(ContainerConfig {
@@ -275,6 +279,7 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
         stdin_once: c.stdin_once,
         tty: c.tty,
         resources,
+        oom_score_adj,
         security,
     })
 }
@@ -549,6 +554,6 @@ mod tests {
             }),
             security_context: None,
         });
-        assert_field(&c, "config.linux.resources");
+        assert_field(&c, "config.linux.resources.cpu_shares");
     }
 }

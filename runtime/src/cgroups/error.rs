@@ -16,12 +16,6 @@ pub enum CgroupError {
     /// A resource value is malformed or contradicts another one.
     #[error("invalid {field}: {reason}")]
     InvalidResource { field: &'static str, reason: String },
-    /// A limit was asked for that no mounted hierarchy can enforce.
-    #[error("{field} needs the cgroup controller {controller:?}, which is not available for this cgroup on this host")]
-    ControllerUnavailable {
-        controller: String,
-        field: &'static str,
-    },
     /// The controller is there but this kernel lacks the file a limit needs
     /// (`memory.memsw.limit_in_bytes` without swap accounting).
     #[error("{field} needs {file}, which this kernel does not offer")]
@@ -55,8 +49,7 @@ impl CgroupError {
                 field: (*field).to_string(),
             },
             CgroupError::NotFound { .. } => ErrorKind::NotFound,
-            CgroupError::ControllerUnavailable { .. }
-            | CgroupError::Unsupported { .. }
+            CgroupError::Unsupported { .. }
             | CgroupError::NoHierarchy
             | CgroupError::Busy { .. } => ErrorKind::FailedPrecondition,
             CgroupError::Io { .. } | CgroupError::Parse { .. } => ErrorKind::Internal,

@@ -31,8 +31,14 @@ pub struct ContainerConfig {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
-    #[serde(skip)]
+    /// The container's limits as they are now: create's, then each
+    /// UpdateContainerResources merged over them (ContainerStatus reports these).
+    #[serde(default)]
     pub resources: Option<crate::cgroups::Resources>,
+    /// The container processes' `oom_score_adj` ([-1000, 1000]); None: the default, 0.
+    /// Updated with the resources.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     pub security: SecurityConfig,
 }
 

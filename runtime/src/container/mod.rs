@@ -19,6 +19,7 @@ mod remove;
 pub mod spec;
 mod start;
 mod stop;
+mod update;
 mod user;
 
 use std::collections::HashSet;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{ContainerConfig, ImageInfo};
 pub use exec::ExecOutput;
+pub use update::ResourceUpdate;
 
 use crate::error::{Error, Result};
 use crate::events::{ContainerEventKind, Events};

@@ -234,7 +234,7 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_rlimits(None)
         .set_no_new_privileges(Some(sec.no_new_privs))
         .set_apparmor_profile(None)
-        .set_oom_score_adj(None)
+        .set_oom_score_adj(config.oom_score_adj)
         .set_selinux_label(None)
         .set_io_priority(None)
         .set_scheduler(None)
@@ -964,7 +964,10 @@ fn namespaces(
 }
 
 /// `linux.resources` from the requested limits, for the record (see the module doc).
-fn resources(r: Option<&Resources>, devices: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
+pub(super) fn resources(
+    r: Option<&Resources>,
+    devices: Vec<LinuxDeviceCgroup>,
+) -> Result<LinuxResources> {
     let mut out = LinuxResources::default();
     out.set_devices(Some(devices));
     let Some(r) = r else {
