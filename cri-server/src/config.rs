@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn cdi_spec_dirs_default_and_override() {
         let d = Config::parse("").unwrap().cdi_spec_dirs;
-        assert_eq!(d, [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]);
+        assert_eq!(
+            d,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
         let c = Config::parse("cdi_spec_dirs = [\"/tmp/cdi\"]").unwrap();
         assert_eq!(c.cdi_spec_dirs, [PathBuf::from("/tmp/cdi")]);
     }

@@ -72,14 +72,18 @@ async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
         return Ok(None);
     }
     if !Path::new("/sys/fs/cgroup/devices").is_dir() {
-        eprintln!("skipping {test}: no cgroup v1 devices hierarchy (the v2 filter has its kernel test)");
+        eprintln!(
+            "skipping {test}: no cgroup v1 devices hierarchy (the v2 filter has its kernel test)"
+        );
         return Ok(None);
     }
     let reg = Registry::start(RegistryOptions::default()).await?;
     Image::busybox(ImageConfig::default())?
         .push(&reg, "e2e/busybox", &["latest"])
         .await?;
-    let cdi = tempfile::Builder::new().prefix("corral-e2e-cdi-").tempdir()?;
+    let cdi = tempfile::Builder::new()
+        .prefix("corral-e2e-cdi-")
+        .tempdir()?;
     std::fs::write(cdi.path().join("vendor.yaml"), CDI_SPEC)?;
     let daemon = Daemon::start(&format!(
         "cdi_spec_dirs = [{:?}]\n[network]\nbridge = \"crtdv{n}\"\nsubnet = \"10.221.{n}.0/24\"\n",
@@ -173,7 +177,10 @@ impl Env {
             .into_inner();
         let info: serde_json::Value =
             serde_json::from_str(r.info.get("info").context("no verbose info")?)?;
-        Ok(info["cgroup"].as_str().context("no cgroup in info")?.to_string())
+        Ok(info["cgroup"]
+            .as_str()
+            .context("no cgroup in info")?
+            .to_string())
     }
 
     async fn devices_list(&mut self, id: &str) -> Result<Vec<String>> {
@@ -272,14 +279,22 @@ async fn scenarios(env: &mut Env, pod: &str, pod_cfg: &proto::PodSandboxConfig) 
     ensure!(list == DEFAULT_LIST, "default devices.list: {list:?}");
     // The host's disk (vda, 254:0 here; any block device will do) may be made but not
     // opened; nor /dev/mem.
-    env.ok(&plain, "busybox mknod /tmp/disk b 254 0 && busybox mknod /tmp/mem c 1 1")
-        .await?;
+    env.ok(
+        &plain,
+        "busybox mknod /tmp/disk b 254 0 && busybox mknod /tmp/mem c 1 1",
+    )
+    .await?;
     env.refused(&plain, "head -c1 /tmp/disk").await?;
     env.refused(&plain, "head -c1 /tmp/mem").await?;
-    ensure!(!list.iter().any(|l| l.starts_with("b 254:") || l.starts_with("c 1:1 ")));
+    ensure!(!list
+        .iter()
+        .any(|l| l.starts_with("b 254:") || l.starts_with("c 1:1 ")));
     // The defaults work.
-    env.ok(&plain, "head -c1 /dev/zero >/dev/null && head -c1 /dev/urandom >/dev/null")
-        .await?;
+    env.ok(
+        &plain,
+        "head -c1 /dev/zero >/dev/null && head -c1 /dev/urandom >/dev/null",
+    )
+    .await?;
     // An exec'd process is in the same cgroup, so under the same rules.
     let cg = env.cgroup(&plain).await?;
     let own = env.ok(&plain, "cat /proc/self/cgroup").await?;
@@ -287,7 +302,10 @@ async fn scenarios(env: &mut Env, pod: &str, pod_cfg: &proto::PodSandboxConfig) 
         .lines()
         .find(|l| l.split(':').nth(1) == Some("devices"))
         .context("no devices line")?;
-    ensure!(devices_line.ends_with(&cg), "exec in {devices_line}, container in {cg}");
+    ensure!(
+        devices_line.ends_with(&cg),
+        "exec in {devices_line}, container in {cg}"
+    );
 
     // Privileged: every host device, all allowed.
     let mut priv_cfg = env.container("privileged");
@@ -308,8 +326,11 @@ async fn scenarios(env: &mut Env, pod: &str, pod_cfg: &proto::PodSandboxConfig) 
     let privileged = env.run(pod, &priv_pod_cfg, priv_cfg).await?;
     let list = env.devices_list(&privileged).await?;
     ensure!(list == ["a *:* rwm"], "privileged devices.list: {list:?}");
-    env.ok(&privileged, "test -c /dev/kmsg && test -b /dev/loop0 && exec 3<>/dev/loop-control")
-        .await?;
+    env.ok(
+        &privileged,
+        "test -c /dev/kmsg && test -b /dev/loop0 && exec 3<>/dev/loop-control",
+    )
+    .await?;
 
     // A CRI device, read-only: the node is there, reading works, writing is refused.
     // Not /dev/null, whose default `c 1:3 rwm` would absorb an `r` (the kernel merges
@@ -322,7 +343,10 @@ async fn scenarios(env: &mut Env, pod: &str, pod_cfg: &proto::PodSandboxConfig) 
     }];
     let with_dev = env.run(pod, pod_cfg, dev_cfg).await?;
     let list = env.devices_list(&with_dev).await?;
-    ensure!(list.iter().any(|l| l == "c 10:237 r"), "devices.list: {list:?}");
+    ensure!(
+        list.iter().any(|l| l == "c 10:237 r"),
+        "devices.list: {list:?}"
+    );
     let stat = env.ok(&with_dev, "stat -c '%F %t:%T' /dev/myloop").await?;
     ensure!(stat.trim() == "character special file a:ed", "{stat}");
     env.ok(&with_dev, "exec 3</dev/myloop").await?;
@@ -338,11 +362,17 @@ async fn scenarios(env: &mut Env, pod: &str, pod_cfg: &proto::PodSandboxConfig) 
         .insert("cdi.k8s.io/e2e".into(), "vendor.test/dev=two".into());
     let cdi = env.run(pod, pod_cfg, cdi_cfg).await?;
     let out = env
-        .ok(&cdi, "echo $CDI_SPEC $CDI_ONE $CDI_TWO; stat -c '%t:%T' /dev/cdi-null /dev/cdi-loop")
+        .ok(
+            &cdi,
+            "echo $CDI_SPEC $CDI_ONE $CDI_TWO; stat -c '%t:%T' /dev/cdi-null /dev/cdi-loop",
+        )
         .await?;
     ensure!(out == "1 yes yes\n1:3\na:ed\n", "{out:?}");
     let list = env.devices_list(&cdi).await?;
-    ensure!(list.iter().any(|l| l == "c 10:237 r"), "devices.list: {list:?}");
+    ensure!(
+        list.iter().any(|l| l == "c 10:237 r"),
+        "devices.list: {list:?}"
+    );
     env.ok(&cdi, "echo hi > /dev/cdi-null").await?;
     env.refused(&cdi, "exec 3>/dev/cdi-loop").await?;
 

@@ -30,7 +30,13 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-fn rule(allow: bool, t: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+fn rule(
+    allow: bool,
+    t: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
     let mut r = LinuxDeviceCgroup::default();
     r.set_allow(allow)
         .set_typ(Some(t))
@@ -75,7 +81,10 @@ fn assert_opens(procs: Option<&Path>, script: &str, want: bool, what: &str) {
             e.contains("not permitted") || e.contains("EPERM") || e.contains("can't"),
             "{what}: failed, but not for the device cgroup: {e}"
         ),
-        _ => panic!("{what}: wanted {}, got {got:?}", if want { "success" } else { "refusal" }),
+        _ => panic!(
+            "{what}: wanted {}, got {got:?}",
+            if want { "success" } else { "refusal" }
+        ),
     }
 }
 
@@ -123,7 +132,11 @@ fn bpf_filter_is_attached_replaced_and_enforced() {
     assert!(bpf::attached(&dir.0).unwrap().is_empty());
 
     // Deny all; zero rwm; null read-only.
-    devices::apply(Target::V2(&dir.0), &[deny_all(), allow_c(1, 5, "rwm"), allow_c(1, 3, "r")]).unwrap();
+    devices::apply(
+        Target::V2(&dir.0),
+        &[deny_all(), allow_c(1, 5, "rwm"), allow_c(1, 3, "r")],
+    )
+    .unwrap();
     let first = bpf::attached(&dir.0).unwrap();
     assert_eq!(first.len(), 1, "one program attached: {first:?}");
     assert_opens(procs, "exec 3</dev/zero", true, "zero, allowed");
@@ -140,7 +153,11 @@ fn bpf_filter_is_attached_replaced_and_enforced() {
     assert_opens(procs, "exec 3</dev/zero", false, "zero, now refused");
 
     // Allow-all has no program at all.
-    devices::apply(Target::V2(&dir.0), &[rule(true, LinuxDeviceType::A, None, None, "rwm")]).unwrap();
+    devices::apply(
+        Target::V2(&dir.0),
+        &[rule(true, LinuxDeviceType::A, None, None, "rwm")],
+    )
+    .unwrap();
     assert!(bpf::attached(&dir.0).unwrap().is_empty());
     assert_opens(procs, "exec 3</dev/full", true, "full, allow-all");
 }
@@ -186,16 +203,31 @@ fn v1_rules_land_in_devices_list() {
     let procs = dir.join("cgroup.procs");
     assert_opens(Some(&procs), "exec 3<>/dev/null", true, "v1: null");
     assert_opens(Some(&procs), "exec 3</dev/full", false, "v1: full");
-    assert_opens(Some(&procs), "exec 3<>/dev/zero", true, "v1: zero rw (merged)");
+    assert_opens(
+        Some(&procs),
+        "exec 3<>/dev/zero",
+        true,
+        "v1: zero rw (merged)",
+    );
 
     // A rule the device cgroup cannot express is refused before any write.
-    let bad = [deny_all(), rule(true, LinuxDeviceType::C, None, None, "m"), rule(false, LinuxDeviceType::C, Some(1), Some(3), "m")];
+    let bad = [
+        deny_all(),
+        rule(true, LinuxDeviceType::C, None, None, "m"),
+        rule(false, LinuxDeviceType::C, Some(1), Some(3), "m"),
+    ];
     let err = cg.apply_devices(&bad).unwrap_err();
     assert!(err.to_string().contains("punch a hole"), "{err}");
     let after = std::fs::read_to_string(dir.join("devices.list")).unwrap();
     assert_eq!(after, list, "nothing written");
 
     // Privileged: allow all.
-    cg.apply_devices(&[rule(true, LinuxDeviceType::A, None, None, "rwm")]).unwrap();
-    assert_eq!(std::fs::read_to_string(dir.join("devices.list")).unwrap().trim(), "a *:* rwm");
+    cg.apply_devices(&[rule(true, LinuxDeviceType::A, None, None, "rwm")])
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("devices.list"))
+            .unwrap()
+            .trim(),
+        "a *:* rwm"
+    );
 }

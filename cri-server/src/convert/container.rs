@@ -363,7 +363,8 @@ mod tests {
             "cdi.k8s.io/extra".into(),
             "vendor.test/dev=two,vendor.test/dev=three".into(),
         );
-        c.annotations.insert("other".into(), "vendor.test/dev=four".into());
+        c.annotations
+            .insert("other".into(), "vendor.test/dev=four".into());
         let r = ok(&c);
         let got: Vec<(&str, &str)> = r
             .cdi_devices

@@ -186,9 +186,9 @@ fn valid_device_name(s: &str) -> bool {
 
 /// Splits `vendor.com/class=name` into kind and name, checked.
 pub fn parse_qualified(name: &str) -> std::result::Result<(&str, &str), String> {
-    let (kind, dev) = name
-        .split_once('=')
-        .ok_or_else(|| format!("{name:?} is not a fully-qualified CDI name (vendor.com/class=name)"))?;
+    let (kind, dev) = name.split_once('=').ok_or_else(|| {
+        format!("{name:?} is not a fully-qualified CDI name (vendor.com/class=name)")
+    })?;
     let (vendor, class) = kind
         .split_once('/')
         .ok_or_else(|| format!("{name:?} has no vendor/class"))?;
@@ -310,7 +310,8 @@ pub fn resolve(dirs: &[PathBuf], requests: &[CdiRequest]) -> Result<Resolved> {
         if !seen.insert(r.name.as_str()) {
             continue;
         }
-        let (kind, dev) = parse_qualified(&r.name).map_err(|why| Error::invalid(r.field.clone(), why))?;
+        let (kind, dev) =
+            parse_qualified(&r.name).map_err(|why| Error::invalid(r.field.clone(), why))?;
         // Every definition of the device; the highest-ranked directory wins.
         let found: Vec<(usize, &Loaded, &CdiDevice)> = loaded
             .iter()
@@ -450,7 +451,9 @@ fn apply_edits(spec: &mut Spec, e: &ContainerEdits) -> Result<()> {
             devices.push(dev);
         }
         resources.set_devices(Some(rules));
-        linux.set_devices(Some(devices)).set_resources(Some(resources));
+        linux
+            .set_devices(Some(devices))
+            .set_resources(Some(resources));
         spec.set_linux(Some(linux));
     }
     Ok(())
@@ -459,13 +462,17 @@ fn apply_edits(spec: &mut Spec, e: &ContainerEdits) -> Result<()> {
 /// The OCI device for a CDI node: numbers and type from the host node where the spec
 /// leaves them out; owner the container's user when the spec names none (as CDI does).
 fn device_node(n: &DeviceNode, uid: u32, gid: u32) -> Result<LinuxDevice> {
-    let bad = |why: String| Error::FailedPrecondition(format!("CDI device node {:?}: {why}", n.path));
+    let bad =
+        |why: String| Error::FailedPrecondition(format!("CDI device node {:?}: {why}", n.path));
     if !n.path.starts_with('/') {
         return Err(bad("the path is not absolute".into()));
     }
     if let Some(p) = n.permissions.as_deref() {
         let mut seen = HashSet::new();
-        if !p.chars().all(|c| matches!(c, 'r' | 'w' | 'm') && seen.insert(c)) {
+        if !p
+            .chars()
+            .all(|c| matches!(c, 'r' | 'w' | 'm') && seen.insert(c))
+        {
             return Err(bad(format!("permissions {p:?} are not some of \"rwm\"")));
         }
     }
@@ -477,9 +484,15 @@ fn device_node(n: &DeviceNode, uid: u32, gid: u32) -> Result<LinuxDevice> {
         Some("p") => Some(LinuxDeviceType::P),
         Some(t) => return Err(bad(format!("type {t:?} is not one of b, c, u, p"))),
     };
-    let numbers_given = n.major.is_some() && (n.minor.is_some() || given_type == Some(LinuxDeviceType::P));
+    let numbers_given =
+        n.major.is_some() && (n.minor.is_some() || given_type == Some(LinuxDeviceType::P));
     let (typ, major, minor, mode) = if given_type.is_some() && numbers_given {
-        (given_type.unwrap_or(LinuxDeviceType::C), n.major.unwrap_or(0), n.minor.unwrap_or(0), n.file_mode)
+        (
+            given_type.unwrap_or(LinuxDeviceType::C),
+            n.major.unwrap_or(0),
+            n.minor.unwrap_or(0),
+            n.file_mode,
+        )
     } else {
         let meta = std::fs::metadata(host).map_err(|e| bad(format!("host node {host:?}: {e}")))?;
         let ft = meta.file_type();

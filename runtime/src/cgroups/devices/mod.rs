@@ -119,7 +119,11 @@ impl Access {
 
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (bit, c) in [(Access::READ, 'r'), (Access::WRITE, 'w'), (Access::MKNOD, 'm')] {
+        for (bit, c) in [
+            (Access::READ, 'r'),
+            (Access::WRITE, 'w'),
+            (Access::MKNOD, 'm'),
+        ] {
             if self.contains(bit) {
                 write!(f, "{c}")?;
             }
@@ -319,9 +323,7 @@ impl DeviceState {
     /// shares a bit of it refuses it. The reference the BPF program is tested against.
     pub fn permits(&self, typ: DevType, major: u32, minor: u32, access: Access) -> bool {
         let matches = |d: &DevMatch| {
-            d.typ == typ
-                && d.major.is_none_or(|m| m == major)
-                && d.minor.is_none_or(|m| m == minor)
+            d.typ == typ && d.major.is_none_or(|m| m == major) && d.minor.is_none_or(|m| m == minor)
         };
         if self.default_allow {
             !self

@@ -129,13 +129,7 @@ pub fn program(state: &DeviceState) -> Vec<Insn> {
         }
         p.extend(block);
     }
-    p.push(insn(
-        ALU32_MOV_K,
-        R0,
-        0,
-        0,
-        i32::from(state.default_allow),
-    ));
+    p.push(insn(ALU32_MOV_K, R0, 0, 0, i32::from(state.default_allow)));
     p.push(insn(EXIT, 0, 0, 0, 0));
     p
 }

@@ -8,7 +8,13 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 use super::program::{self, encode, Insn};
 use super::*;
 
-fn rule(allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, minor: Option<i64>, access: Option<&str>) -> LinuxDeviceCgroup {
+fn rule(
+    allow: bool,
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: Option<&str>,
+) -> LinuxDeviceCgroup {
     let mut r = LinuxDeviceCgroup::default();
     r.set_allow(allow)
         .set_typ(typ)
@@ -205,7 +211,10 @@ fn punching_a_hole_in_a_wildcard_is_refused() {
     let oci = vec![r("-a"), r("+c *:* m"), r("-c 1:3 m")];
     let err = DeviceState::replay(&parse_rules(&oci).unwrap()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(FIELD) && msg.contains("rule 2") && msg.contains("c *:* m"), "{msg}");
+    assert!(
+        msg.contains(FIELD) && msg.contains("rule 2") && msg.contains("c *:* m"),
+        "{msg}"
+    );
     // Removing access the wildcard does not grant is fine.
     state(&["-a", "+c *:* m", "+c 1:3 rwm", "-c 1:3 rw"]);
 }
@@ -213,11 +222,26 @@ fn punching_a_hole_in_a_wildcard_is_refused() {
 #[test]
 fn invalid_rules_name_their_index() {
     let cases = [
-        (rule(true, Some(LinuxDeviceType::U), Some(1), Some(3), None), "type"),
-        (rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), Some("rx")), "access"),
-        (rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), Some("rr")), "access"),
-        (rule(true, Some(LinuxDeviceType::C), Some(4096), Some(3), None), "major"),
-        (rule(true, Some(LinuxDeviceType::B), Some(1), Some(1 << 20), None), "minor"),
+        (
+            rule(true, Some(LinuxDeviceType::U), Some(1), Some(3), None),
+            "type",
+        ),
+        (
+            rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), Some("rx")),
+            "access",
+        ),
+        (
+            rule(true, Some(LinuxDeviceType::C), Some(1), Some(3), Some("rr")),
+            "access",
+        ),
+        (
+            rule(true, Some(LinuxDeviceType::C), Some(4096), Some(3), None),
+            "major",
+        ),
+        (
+            rule(true, Some(LinuxDeviceType::B), Some(1), Some(1 << 20), None),
+            "minor",
+        ),
     ];
     for (bad, what) in cases {
         let rules = vec![r("-a"), bad];
@@ -231,14 +255,24 @@ fn invalid_rules_name_their_index() {
     }
     // Absent type is `a`; absent access and negative numbers are all / wildcards (runc).
     let none = rule(false, None, Some(1), Some(2), None);
-    assert_eq!(Rule::from_oci(0, &none).unwrap(), Rule::All { allow: false });
+    assert_eq!(
+        Rule::from_oci(0, &none).unwrap(),
+        Rule::All { allow: false }
+    );
     let wild = rule(true, Some(LinuxDeviceType::C), Some(-1), None, None);
     assert_eq!(Rule::from_oci(0, &wild).unwrap().v1_text(), "c *:* rwm");
 }
 
 #[test]
 fn v1_writes_each_rule_in_order() {
-    let parsed = parse_rules(&[r("-a"), r("+c 1:3 r"), r("+b *:* m"), r("-c 1:3 r"), r("+a")]).unwrap();
+    let parsed = parse_rules(&[
+        r("-a"),
+        r("+c 1:3 r"),
+        r("+b *:* m"),
+        r("-c 1:3 r"),
+        r("+a"),
+    ])
+    .unwrap();
     let plan = v1::plan(Path::new("/cg"), &parsed);
     let got: Vec<(String, String)> = plan
         .into_iter()
@@ -251,7 +285,10 @@ fn v1_writes_each_rule_in_order() {
         ("/cg/devices.deny", "c 1:3 r"),
         ("/cg/devices.allow", "a"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(f, l)| (f.to_string(), l.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(f, l)| (f.to_string(), l.to_string()))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -268,7 +305,13 @@ fn v1_apply_writes_to_the_files() {
     assert_eq!(read("devices.allow"), "c 1:3 rw");
     // An invalid list writes nothing.
     std::fs::write(dir.path().join("devices.allow"), "").unwrap();
-    let err = apply(Target::V1(dir.path()), &[r("+c 1:3 rw"), rule(true, Some(LinuxDeviceType::P), None, None, None)]);
+    let err = apply(
+        Target::V1(dir.path()),
+        &[
+            r("+c 1:3 rw"),
+            rule(true, Some(LinuxDeviceType::P), None, None, None),
+        ],
+    );
     assert!(err.is_err());
     assert_eq!(read("devices.allow"), "");
 }
@@ -307,8 +350,16 @@ fn known_decisions() {
         (&blacklist, B, 9, 0, rw, true),
     ];
     for (i, (st, typ, maj, min, acc, want)) in table.iter().enumerate() {
-        assert_eq!(st.permits(*typ, *maj, *min, *acc), *want, "row {i}: reference");
-        assert_eq!(bpf_allows(st, *typ, *maj, *min, *acc), *want, "row {i}: program");
+        assert_eq!(
+            st.permits(*typ, *maj, *min, *acc),
+            *want,
+            "row {i}: reference"
+        );
+        assert_eq!(
+            bpf_allows(st, *typ, *maj, *min, *acc),
+            *want,
+            "row {i}: program"
+        );
     }
 }
 

@@ -87,9 +87,18 @@ fn parses_yaml_and_json() {
     let y = parse_spec(YAML, false).unwrap();
     assert_eq!(y.kind, "vendor.test/dev");
     assert_eq!(y.devices.len(), 2);
-    assert_eq!(y.devices[1].container_edits.device_nodes[0].major, Some(240));
-    assert_eq!(y.devices[1].container_edits.device_nodes[0].file_mode, Some(0o600));
-    assert_eq!(y.devices[1].container_edits.mounts[0].options, ["ro", "nosuid"]);
+    assert_eq!(
+        y.devices[1].container_edits.device_nodes[0].major,
+        Some(240)
+    );
+    assert_eq!(
+        y.devices[1].container_edits.device_nodes[0].file_mode,
+        Some(0o600)
+    );
+    assert_eq!(
+        y.devices[1].container_edits.mounts[0].options,
+        ["ro", "nosuid"]
+    );
     assert_eq!(y.container_edits.env, ["SPEC_LEVEL=1"]);
     let j = parse_spec(JSON, true).unwrap();
     assert_eq!(j.devices[1].name, "gpu0:a.b_c-d");
@@ -119,9 +128,20 @@ fn rejects_bad_specs() {
 
 #[test]
 fn qualified_names() {
-    assert_eq!(parse_qualified("nvidia.com/gpu=0").unwrap(), ("nvidia.com/gpu", "0"));
+    assert_eq!(
+        parse_qualified("nvidia.com/gpu=0").unwrap(),
+        ("nvidia.com/gpu", "0")
+    );
     assert_eq!(parse_qualified("vendor.test/dev=all").unwrap().1, "all");
-    for bad in ["nvidia.com/gpu", "gpu=0", "nvidia.com/=0", "nvidia.com/gpu=", "-v.com/gpu=0", "v.com/g.pu=0", "v.com/gpu=a b"] {
+    for bad in [
+        "nvidia.com/gpu",
+        "gpu=0",
+        "nvidia.com/=0",
+        "nvidia.com/gpu=",
+        "-v.com/gpu=0",
+        "v.com/g.pu=0",
+        "v.com/gpu=a b",
+    ] {
         assert!(parse_qualified(bad).is_err(), "{bad}");
     }
 }
@@ -129,7 +149,10 @@ fn qualified_names() {
 #[test]
 fn annotations_are_requests_too() {
     let mut a = BTreeMap::new();
-    a.insert("cdi.k8s.io/a".to_string(), "vendor.test/dev=one, vendor.test/dev=two".to_string());
+    a.insert(
+        "cdi.k8s.io/a".to_string(),
+        "vendor.test/dev=one, vendor.test/dev=two".to_string(),
+    );
     a.insert("other/x".to_string(), "vendor.test/dev=three".to_string());
     let got = from_annotations(&a);
     let names: Vec<&str> = got.iter().map(|r| r.name.as_str()).collect();
@@ -140,7 +163,12 @@ fn annotations_are_requests_too() {
 #[test]
 fn resolves_and_applies_edits() {
     let (_root, dirs) = dirs_with(&[("etc", "dev.yaml", YAML), ("etc", "gpu.json", JSON)]);
-    let reqs = [req("vendor.test/dev=one", 0), req("example.com/gpu=all", 1), req("vendor.test/dev=two", 2), req("vendor.test/dev=one", 3)];
+    let reqs = [
+        req("vendor.test/dev=one", 0),
+        req("example.com/gpu=all", 1),
+        req("vendor.test/dev=two", 2),
+        req("vendor.test/dev=one", 3),
+    ];
     let resolved = resolve(&dirs, &reqs).unwrap();
     // dev spec edits once, one, gpu spec edits, all, two; the duplicate once.
     assert_eq!(resolved.edits.len(), 5);
@@ -154,8 +182,14 @@ fn resolves_and_applies_edits() {
     let devs = linux.devices().clone().unwrap();
     assert_eq!(devs.len(), 2);
     assert_eq!(devs[0].path(), &PathBuf::from("/dev/cdi-null"));
-    assert_eq!((devs[0].typ(), devs[0].major(), devs[0].minor()), (LinuxDeviceType::C, 1, 3));
-    assert_eq!((devs[1].major(), devs[1].minor(), devs[1].file_mode()), (240, 7, Some(0o600)));
+    assert_eq!(
+        (devs[0].typ(), devs[0].major(), devs[0].minor()),
+        (LinuxDeviceType::C, 1, 3)
+    );
+    assert_eq!(
+        (devs[1].major(), devs[1].minor(), devs[1].file_mode()),
+        (240, 7, Some(0o600))
+    );
     let rules: Vec<String> = linux
         .resources()
         .as_ref()
@@ -167,13 +201,29 @@ fn resolves_and_applies_edits() {
         .map(|r| r.to_string())
         .collect();
     assert_eq!(rules.len(), 2);
-    assert!(rules[0].contains("1:3") && rules[0].contains("rw"), "{rules:?}");
-    assert!(rules[1].contains("240:7") && rules[1].contains("rwm"), "{rules:?}");
+    assert!(
+        rules[0].contains("1:3") && rules[0].contains("rw"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("240:7") && rules[1].contains("rwm"),
+        "{rules:?}"
+    );
     let mounts = spec.mounts().clone().unwrap();
-    let m = mounts.iter().find(|m| m.destination() == &PathBuf::from("/usr/lib/vendor")).unwrap();
+    let m = mounts
+        .iter()
+        .find(|m| m.destination() == &PathBuf::from("/usr/lib/vendor"))
+        .unwrap();
     assert_eq!(m.typ().as_deref(), Some("bind"));
     assert_eq!(m.options().clone().unwrap(), ["ro", "nosuid", "bind"]);
-    let gids = spec.process().as_ref().unwrap().user().additional_gids().clone().unwrap();
+    let gids = spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .user()
+        .additional_gids()
+        .clone()
+        .unwrap();
     assert_eq!(gids, [44]);
 }
 
@@ -184,7 +234,11 @@ fn later_dirs_win_and_duplicates_conflict() {
     let resolved = resolve(&dirs, &[req("vendor.test/dev=one", 0)]).unwrap();
     let mut spec = base_spec();
     apply(&mut spec, &resolved).unwrap();
-    assert!(env(&spec).contains(&"CDI_ONE=run".to_string()), "{:?}", env(&spec));
+    assert!(
+        env(&spec).contains(&"CDI_ONE=run".to_string()),
+        "{:?}",
+        env(&spec)
+    );
 
     let (_root, dirs) = dirs_with(&[("run", "a.yaml", YAML), ("run", "b.yml", YAML)]);
     let err = resolve(&dirs, &[req("vendor.test/dev=one", 0)]).unwrap_err();
@@ -193,8 +247,15 @@ fn later_dirs_win_and_duplicates_conflict() {
 
 #[test]
 fn unknown_devices_name_the_field() {
-    let (_root, dirs) = dirs_with(&[("etc", "dev.yaml", YAML), ("etc", "broken.json", "{not json"), ("etc", "notes.txt", "ignored")]);
-    let reqs = [req("vendor.test/dev=one", 0), req("vendor.test/dev=nope", 1)];
+    let (_root, dirs) = dirs_with(&[
+        ("etc", "dev.yaml", YAML),
+        ("etc", "broken.json", "{not json"),
+        ("etc", "notes.txt", "ignored"),
+    ]);
+    let reqs = [
+        req("vendor.test/dev=one", 0),
+        req("vendor.test/dev=nope", 1),
+    ];
     let err = resolve(&dirs, &reqs).unwrap_err();
     assert_eq!(
         err.kind(),
@@ -203,11 +264,22 @@ fn unknown_devices_name_the_field() {
         }
     );
     let msg = err.to_string();
-    assert!(msg.contains("vendor.test/dev=nope") && msg.contains("broken.json"), "{msg}");
+    assert!(
+        msg.contains("vendor.test/dev=nope") && msg.contains("broken.json"),
+        "{msg}"
+    );
     let err = resolve(&dirs, &[req("not-qualified", 0)]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument { field: "config.cdi_devices[0]".into() });
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument {
+            field: "config.cdi_devices[0]".into()
+        }
+    );
     // Nothing requested: nothing read, even with no directories at all.
-    assert!(resolve(&[PathBuf::from("/nonexistent")], &[]).unwrap().edits.is_empty());
+    assert!(resolve(&[PathBuf::from("/nonexistent")], &[])
+        .unwrap()
+        .edits
+        .is_empty());
 }
 
 #[test]
