@@ -9,7 +9,8 @@
 //! containers), the image's `/etc/passwd` and `/etc/group`, and stats mount and device
 //! sources; the rest is pure. Seccomp and AppArmor profiles are not emitted yet (the
 //! security work fills them in), nor `cgroupsPath`: corrald's cgroups module makes and
-//! limits the container's cgroup itself, so `linux.resources` is for the record.
+//! limits the container's cgroup itself, from the CRI resources; of `linux.resources` it
+//! reads only `devices`, the device cgroup's rules (the rest is for the record).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
