@@ -46,6 +46,8 @@ pub struct Config {
     /// How long a starting corrald waits for `<root>/corrald.lock` while another (say one
     /// that was just killed and is still exiting) holds it, before giving up.
     pub root_lock_wait_seconds: u64,
+    /// Where CDI device specs are read from; a later directory wins over an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -61,6 +63,10 @@ impl Default for Config {
             network: NetworkConfig::default(),
             metrics_address: String::new(),
             root_lock_wait_seconds: 30,
+            cdi_spec_dirs: runtime::container::cdi::DEFAULT_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -172,6 +178,17 @@ mod tests {
         let c = Config::parse("listen = \"relative.sock\"").unwrap();
         assert!(c.socket_path().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/corral.toml"))).is_err());
+    }
+
+    #[test]
+    fn cdi_spec_dirs_default_and_override() {
+        let d = Config::parse("").unwrap().cdi_spec_dirs;
+        assert_eq!(
+            d,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        let c = Config::parse("cdi_spec_dirs = [\"/tmp/cdi\"]").unwrap();
+        assert_eq!(c.cdi_spec_dirs, [PathBuf::from("/tmp/cdi")]);
     }
 
     #[test]

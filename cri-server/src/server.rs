@@ -104,7 +104,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the sandbox store")?;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
-        .context("opening the container store")?;
+        .context("opening the container store")?
+        .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());
     let service = CriService::new(config.clone(), images, sandboxes, containers);
     // Before the CRI socket, so a metrics address that can't be bound stops start-up with
     // nothing for kubelet to connect to.

@@ -4,6 +4,7 @@
 
 use std::path::{Component, Path};
 
+use runtime::container::cdi::{self, CdiRequest};
 use runtime::container::config::{ContainerConfig, Device, Mount, Propagation, SecurityConfig};
 
 use super::resources::{oom_score_adj, resources};
@@ -219,12 +220,7 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
         .enumerate()
         .map(|(i, d)| device(d, i))
         .collect::<Result<Vec<_>, _>>()?;
-    if !c.cdi_devices.is_empty() {
-        return Err(CriError::invalid(
-            "config.cdi_devices",
-            "CDI devices are not supported",
-        ));
-    }
+    let cdi_devices = cdi_devices(c)?;
 
     // Relative to the pod's log directory: it must stay inside it.
     let log = Path::new(&c.log_path);
@@ -281,7 +277,33 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
         resources,
         oom_score_adj,
         security,
+        cdi_devices,
     })
+}
+
+/// CDI devices as containerd takes them: `cdi_devices` first, then the names in the
+/// `cdi.k8s.io/*` annotations; a name given twice is used once. The names are resolved
+/// (and their syntax checked) at create, against the spec files.
+fn cdi_devices(c: &proto::ContainerConfig) -> Result<Vec<CdiRequest>, CriError> {
+    let mut out: Vec<CdiRequest> = Vec::new();
+    for (i, d) in c.cdi_devices.iter().enumerate() {
+        if d.name.is_empty() {
+            return Err(invalid_at(format!("config.cdi_devices[{i}].name"), "empty"));
+        }
+        out.push(CdiRequest {
+            name: d.name.clone(),
+            field: format!("config.cdi_devices[{i}]"),
+        });
+    }
+    let annotations = c
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(cdi::from_annotations(&annotations));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|r| seen.insert(r.name.clone()));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -329,6 +351,44 @@ mod tests {
             msg.starts_with(&format!("invalid {field}:")),
             "want field {field}, got {msg:?}"
         );
+    }
+
+    #[test]
+    fn cdi_devices_from_the_field_then_annotations() {
+        let mut c = base();
+        c.cdi_devices = vec![
+            proto::CdiDevice {
+                name: "vendor.test/dev=one".into(),
+            },
+            proto::CdiDevice {
+                name: "vendor.test/dev=two".into(),
+            },
+        ];
+        c.annotations.insert(
+            "cdi.k8s.io/extra".into(),
+            "vendor.test/dev=two,vendor.test/dev=three".into(),
+        );
+        c.annotations
+            .insert("other".into(), "vendor.test/dev=four".into());
+        let r = ok(&c);
+        let got: Vec<(&str, &str)> = r
+            .cdi_devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("vendor.test/dev=one", "config.cdi_devices[0]"),
+                ("vendor.test/dev=two", "config.cdi_devices[1]"),
+                (
+                    "vendor.test/dev=three",
+                    "config.annotations[\"cdi.k8s.io/extra\"]"
+                ),
+            ]
+        );
+        c.cdi_devices.push(proto::CdiDevice::default());
+        assert_field(&c, "config.cdi_devices[2].name");
     }
 
     #[test]

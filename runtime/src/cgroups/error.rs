@@ -37,6 +37,24 @@ pub enum CgroupError {
     },
     #[error("parsing {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
+    /// The kernel refused a device rule (EPERM: the parent cgroup does not allow it).
+    #[error("writing the device rule {rule:?} to {path}: {source}")]
+    DeviceRule {
+        path: PathBuf,
+        rule: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A `bpf(2)` step of the v2 device filter failed.
+    #[error("device filter: {op} on {path}: {source}{log}")]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+        /// The verifier's log, when it rejected the program.
+        log: String,
+    },
 }
 
 impl CgroupError {
@@ -52,7 +70,15 @@ impl CgroupError {
             CgroupError::Unsupported { .. }
             | CgroupError::NoHierarchy
             | CgroupError::Busy { .. } => ErrorKind::FailedPrecondition,
-            CgroupError::Io { .. } | CgroupError::Parse { .. } => ErrorKind::Internal,
+            CgroupError::DeviceRule { source, .. } | CgroupError::Bpf { source, .. }
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                ErrorKind::FailedPrecondition
+            }
+            CgroupError::Io { .. }
+            | CgroupError::Parse { .. }
+            | CgroupError::DeviceRule { .. }
+            | CgroupError::Bpf { .. } => ErrorKind::Internal,
         }
     }
 

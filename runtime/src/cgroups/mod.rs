@@ -26,6 +26,7 @@
 //! need is a few dozen reads and writes, each of which we want to name its path in its
 //! error; so the file I/O is ours (`fs.rs`) and the tests drive it over tempdir fixtures.
 
+pub mod devices;
 mod error;
 mod fs;
 mod layout;
@@ -329,6 +330,28 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Applies the device rules (the OCI spec's `linux.resources.devices`, in order): to
+    /// the v1 `devices` hierarchy where there is one, else as a BPF program on the cgroup2
+    /// directory. A host with neither enforces nothing, and says so.
+    pub fn apply_devices(&self, rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        if !self.exists() {
+            return Err(self.not_found());
+        }
+        let v1 = self.v1_dir("devices");
+        let v2 = self
+            .unified_dir()
+            .filter(|_| self.layout.mode != CgroupMode::Legacy);
+        let target = match (&v1, &v2) {
+            (Some(dir), _) => devices::Target::V1(dir),
+            (None, Some(dir)) => devices::Target::V2(dir),
+            (None, None) => {
+                tracing::warn!(cgroup = %self.path, "no device controller: device rules not enforced");
+                return Ok(());
+            }
+        };
+        devices::apply(target, rules)
     }
 
     /// The directory each write goes to; None for a write to skip (its controller is not

@@ -24,6 +24,10 @@ pub struct ContainerConfig {
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub devices: Vec<Device>,
+    /// CDI devices by fully-qualified name, from `cdi_devices` then the `cdi.k8s.io/*`
+    /// annotations, each with the request field it came from.
+    #[serde(default)]
+    pub cdi_devices: Vec<super::cdi::CdiRequest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.

@@ -149,14 +149,19 @@ impl Containers {
             let config = config.clone();
             let info = info.clone();
             let layers = layers.clone();
-            tokio::task::spawn_blocking(move || {
-                spec::build(&spec::SpecInput {
+            let cdi_dirs = self.cdi_spec_dirs.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                // CDI names are checked before anything else is built.
+                let cdi = super::cdi::resolve(&cdi_dirs, &config.cdi_devices)?;
+                let mut oci = spec::build(&spec::SpecInput {
                     config: &config,
                     image: &info,
                     rootfs_lower: &layers,
                     pod: pod_info,
                     target_pid,
-                })
+                })?;
+                super::cdi::apply(&mut oci, &cdi)?;
+                Ok(oci)
             })
             .await
             .map_err(|e| Error::Internal(format!("spec task: {e}")))??
@@ -202,9 +207,18 @@ impl Containers {
         {
             let cg = cg.clone();
             let resources = config.resources.clone();
+            // The device cgroup is written before the init joins, so nothing of the
+            // container ever runs without it; exec'd processes join the same cgroup.
+            let device_rules = oci
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().clone())
+                .unwrap_or_default();
             made.cgroup = Some(cg.clone());
             tokio::task::spawn_blocking(move || -> Result<()> {
                 cg.create()?;
+                cg.apply_devices(&device_rules)?;
                 if let Some(r) = &resources {
                     cg.apply(r)?;
                 }

@@ -12,6 +12,7 @@
 //! container that it last knew as running ([`Containers::refresh`]), so an exit while
 //! corrald was down is reported with its real code and time after a restart.
 
+pub mod cdi;
 pub mod config;
 mod create;
 mod exec;
@@ -150,6 +151,8 @@ pub struct Containers {
     creating: Mutex<HashSet<String>>,
     /// Serialises state changes per container (start vs stop vs remove).
     locks: crate::locks::KeyedLocks,
+    /// Where CDI device specs are read from, lowest priority first.
+    cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Containers {
@@ -172,9 +175,16 @@ impl Containers {
             layers_dir,
             creating: Mutex::new(HashSet::new()),
             locks: Default::default(),
+            cdi_spec_dirs: cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect(),
         };
         containers.recover()?;
         Ok(containers)
+    }
+
+    /// Reads CDI specs from `dirs` (a later one wins) instead of the defaults.
+    pub fn with_cdi_spec_dirs(mut self, dirs: Vec<PathBuf>) -> Containers {
+        self.cdi_spec_dirs = dirs;
+        self
     }
 
     /// Every container, its state brought up to date.
