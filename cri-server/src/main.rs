@@ -2,17 +2,17 @@
 //! embedded defaults; with neither it serves on /run/corral/corral.sock.
 
 mod config;
-mod convert;
 mod deadline;
 mod instrument;
 mod metrics;
 mod server;
 mod service;
-mod status;
 
 use std::path::PathBuf;
 
 use clap::Parser;
+// The conversions and the error mapping live in the library half, for the fuzz targets.
+use cri_server::{convert, status};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};

@@ -7,6 +7,8 @@ mod clock;
 pub mod container;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 mod intent;
 pub mod locks;

@@ -37,7 +37,15 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     let h: i64 = t.next()?.parse().ok()?;
     let m: i64 = t.next()?.parse().ok()?;
     let sec: i64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+    // RFC 3339 years have four digits; bounding them (and refusing negative fields) keeps
+    // the day arithmetic below from overflowing on a corrupt file (found by fuzzing).
+    if !(0..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&sec)
+    {
         return None;
     }
     if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -49,7 +57,10 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
         format!("{frac:0<9}").parse().ok()?
     };
     let days = days_from_civil(year, month, day);
-    Some(((days * 86_400 + h * 3600 + m * 60 + sec) * 1_000_000_000) + nanos)
+    // Past 2262 the nanoseconds no longer fit an i64: not a time this can represent.
+    (days * 86_400 + h * 3600 + m * 60 + sec)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
 }
 
 /// The inverse of [`civil_from_days`] (Howard Hinnant's `days_from_civil`).
@@ -117,6 +128,13 @@ mod tests {
             "2024-13-01T00:00:00Z",
             "2024-01-01 00:00:00Z",
             "2024-01-01T00:00:00",
+            // Found by the cri_log fuzz target: these overflowed the arithmetic (a panic
+            // in debug builds, a wrapped time in release).
+            "2263-01-01T00:00:00.000000000Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "9223372036854775807-01-01T00:00:00Z",
+            "-9223372036854775807-01-01T00:00:00Z",
+            "2024-01-01T-1:00:00Z",
         ] {
             assert_eq!(parse_rfc3339_nanos(bad), None, "{bad}");
         }

@@ -1,0 +1,4 @@
+//! See `runtime::fuzzing::image_reference`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| runtime::fuzzing::image_reference(data));
