@@ -300,13 +300,12 @@ impl Fuzz {
                 },
             })
             .collect();
-        let command: &[&str] = *rng.pick(&[
-            &&["sleep", "3600"][..],
-            &&["sleep", "3600"][..],
-            &&["true"][..],
-            &&["sh", "-c", "echo hi; echo err >&2; exit 3"][..],
-            &&["/nonexistent"][..],
-        ]);
+        let command: &[&str] = match rng.below(5) {
+            0 | 1 => &["sleep", "3600"],
+            2 => &["true"],
+            3 => &["sh", "-c", "echo hi; echo err >&2; exit 3"],
+            _ => &["/nonexistent"],
+        };
         proto::ContainerConfig {
             metadata: (!rng.bad(5)).then(|| proto::ContainerMetadata {
                 name: name(rng, n),
@@ -515,12 +514,12 @@ impl Fuzz {
             }
             83..=92 => {
                 let id = self.any_container();
-                let cmd: &[&str] = *self.rng.pick(&[
-                    &&["true"][..],
-                    &&["sh", "-c", "echo out; echo err >&2; exit 7"][..],
-                    &&["/nonexistent"][..],
-                    &&[][..],
-                ]);
+                let cmd: &[&str] = match self.rng.below(4) {
+                    0 => &["true"],
+                    1 => &["sh", "-c", "echo out; echo err >&2; exit 7"],
+                    2 => &["/nonexistent"],
+                    _ => &[],
+                };
                 let r = self
                     .cri
                     .runtime

@@ -150,7 +150,7 @@ pub fn cri_log_lines(data: &[u8]) {
         let _ = text.split(' ').next().map(time::parse_rfc3339_nanos);
     }
 
-    let stream = if data.len() % 2 == 0 {
+    let stream = if data.len().is_multiple_of(2) {
         cri_log::Stream::Stdout
     } else {
         cri_log::Stream::Stderr
