@@ -105,7 +105,20 @@ impl ExecRun {
             tty,
             cgroup_procs: &container.cgroup_procs,
         })
-        .map_err(init_error)?;
+        .map_err(|e| {
+            // The init may exit between the running check and the opening of its
+            // namespaces, before the reaper has seen it: that is a container that is not
+            // running, as kubelet expects to be told, not an internal error (found by the
+            // CRI fuzz test).
+            if alive(container.pid) {
+                init_error(e)
+            } else {
+                ErrorReply::new(
+                    ErrorCode::FailedPrecondition,
+                    format!("container {} is not running: {e}", req.container_id),
+                )
+            }
+        })?;
         Ok(ExecRun {
             id: req.id.clone(),
             container_id: req.container_id.clone(),
@@ -261,10 +274,41 @@ fn process_table() -> Vec<(i32, i32, i32)> {
     .collect()
 }
 
+/// Whether `pid` is a live process (not gone, not a zombie), from `/proc/<pid>/stat`.
+fn alive(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: comm may hold anything, the state follows its last `)`.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn alive_sees_exited_and_zombie_processes() {
+        assert!(alive(nix::unistd::getpid()));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        // Unreaped, it stays a zombie: what the shim sees before its reaper runs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "{pid} never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+            "reaped too early"
+        );
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
 
     #[test]
     fn kill_tree_takes_the_grandchildren() {
