@@ -274,8 +274,12 @@ fn process_table() -> Vec<(i32, i32, i32)> {
     .collect()
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie), from `/proc/<pid>/stat`.
+/// Whether `pid` is a live process: not gone, not a zombie, and not part way through its
+/// exit (its namespaces are released before it becomes a zombie, and an exec joins them).
 fn alive(pid: Pid) -> bool {
+    if std::fs::metadata(format!("/proc/{pid}/ns/mnt")).is_err() {
+        return false;
+    }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
