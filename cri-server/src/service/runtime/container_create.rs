@@ -15,6 +15,15 @@ impl CriService {
             .as_ref()
             .ok_or_else(|| CriError::invalid("config", "required"))?;
         let config = container_config(config)?;
+        // As containerd: a privileged container only in a pod that kubelet admitted as
+        // privileged (the request's sandbox config says so).
+        if config.security.privileged && !sandbox_privileged(req.sandbox_config.as_ref()) {
+            return Err(CriError::invalid(
+                "config.linux.security_context.privileged",
+                "no privileged container allowed in a sandbox that is not privileged \
+                 (sandbox_config.linux.security_context.privileged)",
+            ));
+        }
         let pod = self.sandboxes().get(&req.pod_sandbox_id)?;
         let record = self
             .containers()
@@ -24,4 +33,11 @@ impl CriService {
             container_id: record.id,
         })
     }
+}
+
+fn sandbox_privileged(config: Option<&proto::PodSandboxConfig>) -> bool {
+    config
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|sc| sc.privileged)
 }
