@@ -424,13 +424,20 @@ mod tests {
         assert_eq!(s.run_as_group, Some(0), "a zero gid is still given");
         assert_eq!(s.run_as_username, "alice");
         assert_eq!(s.supplemental_groups, [5, 6]);
-        assert_eq!(s.supplemental_groups_policy, SupplementalGroupsPolicy::Strict);
+        assert_eq!(
+            s.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Strict
+        );
         assert!(s.privileged && s.readonly_rootfs && s.no_new_privs);
         assert_eq!(s.add_capabilities, ["NET_ADMIN"]);
         assert_eq!(s.drop_capabilities, ["ALL"]);
         assert_eq!(s.pid, Some(NamespaceMode::Target));
         assert_eq!(s.target_id, "abc");
-        assert_eq!(s.masked_paths, Some(vec![]), "empty masks nothing (Unmasked)");
+        assert_eq!(
+            s.masked_paths,
+            Some(vec![]),
+            "empty masks nothing (Unmasked)"
+        );
         assert_eq!(s.readonly_paths, Some(vec!["/proc/sys".to_string()]));
         assert_eq!(s.seccomp, "localhost//var/lib/kubelet/seccomp/x.json");
         assert_eq!(s.apparmor, "runtime/default");

@@ -679,7 +679,11 @@ bad:x:x:alice
             "",
             &layers,
         ));
-        assert_eq!((r.uid, r.gid), (1000, 1000), "the gid still comes from passwd");
+        assert_eq!(
+            (r.uid, r.gid),
+            (1000, 1000),
+            "the gid still comes from passwd"
+        );
         assert_eq!(r.additional_gids, [1000, 1234]);
         let r = ok(resolve(
             &strict(SecurityConfig {
@@ -693,10 +697,18 @@ bad:x:x:alice
         ));
         assert_eq!((r.uid, r.gid), (1000, 2000));
         assert_eq!(r.additional_gids, [2000, 3333]);
-        let r = ok(resolve(&strict(SecurityConfig::default()), "alice", &layers));
+        let r = ok(resolve(
+            &strict(SecurityConfig::default()),
+            "alice",
+            &layers,
+        ));
         assert_eq!(r.additional_gids, [1000]);
         // A group named in the image's User is still looked up.
-        let r = ok(resolve(&strict(SecurityConfig::default()), "alice:video", &layers));
+        let r = ok(resolve(
+            &strict(SecurityConfig::default()),
+            "alice:video",
+            &layers,
+        ));
         assert_eq!((r.gid, r.additional_gids.as_slice()), (44, [44].as_slice()));
 
         // Merge, the same request: the image's memberships too.
