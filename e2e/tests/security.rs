@@ -163,8 +163,7 @@ fn hex_field(status: &str, key: &str) -> Result<u64> {
 fn mount_options(mountinfo: &str, point: &str) -> Option<String> {
     mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(point))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(point))
         .and_then(|l| l.split(' ').nth(5))
         .map(str::to_string)
 }

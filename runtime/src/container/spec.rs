@@ -494,8 +494,9 @@ fn capabilities(sec: &SecurityConfig, last_cap: u32) -> Result<LinuxCapabilities
         for name in sec.drop_capabilities.iter().filter(|s| !is_all(s)) {
             match parse_cap(name) {
                 Some(cap) => set.retain(|c| *c != cap),
-                // Dropping what nobody can have is harmless.
-                None => tracing::debug!(capability = %name, "dropping an unknown capability"),
+                // Dropping what nobody can have is harmless (containerd and CRI-O accept
+                // it too); said loudly since it may be a typo.
+                None => tracing::warn!(capability = %name, "dropping an unknown capability"),
             }
         }
         set
