@@ -41,3 +41,31 @@ fn sandbox_privileged(config: Option<&proto::PodSandboxConfig>) -> bool {
         .and_then(|l| l.security_context.as_ref())
         .is_some_and(|sc| sc.privileged)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sandbox_privileged;
+
+    #[test]
+    fn only_a_privileged_sandbox_config_admits_privileged_containers() {
+        let with = |privileged: bool| proto::PodSandboxConfig {
+            linux: Some(proto::LinuxPodSandboxConfig {
+                security_context: Some(proto::LinuxSandboxSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(sandbox_privileged(Some(&with(true))));
+        assert!(!sandbox_privileged(Some(&with(false))));
+        assert!(!sandbox_privileged(Some(
+            &proto::PodSandboxConfig::default()
+        )));
+        assert!(
+            !sandbox_privileged(None),
+            "no sandbox config: not privileged"
+        );
+    }
+}
