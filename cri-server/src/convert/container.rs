@@ -5,7 +5,9 @@
 use std::path::{Component, Path};
 
 use runtime::container::cdi::{self, CdiRequest};
-use runtime::container::config::{ContainerConfig, Device, Mount, Propagation, SecurityConfig};
+use runtime::container::config::{
+    ContainerConfig, Device, Mount, Propagation, SecurityConfig, SupplementalGroupsPolicy,
+};
 
 use super::resources::{oom_score_adj, resources};
 use super::sandbox::namespace_mode;
@@ -132,19 +134,17 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
             "ambient capabilities are not supported",
         ));
     }
-    if !matches!(
-        proto::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy),
-        Ok(proto::SupplementalGroupsPolicy::Merge)
-    ) {
-        // Strict is asked for only when the runtime advertises it, which we do not.
-        return Err(CriError::invalid(
-            "config.linux.security_context.supplemental_groups_policy",
-            format!(
-                "policy {} is not supported (only Merge)",
-                sc.supplemental_groups_policy
-            ),
-        ));
-    }
+    let supplemental_groups_policy =
+        match proto::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+            Ok(proto::SupplementalGroupsPolicy::Merge) => SupplementalGroupsPolicy::Merge,
+            Ok(proto::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
+            Err(_) => {
+                return Err(CriError::invalid(
+                    "config.linux.security_context.supplemental_groups_policy",
+                    format!("unknown policy {}", sc.supplemental_groups_policy),
+                ))
+            }
+        };
     let (pid, target_id) = match &sc.namespace_options {
         Some(ns) => (
             Some(namespace_mode(
@@ -155,12 +155,12 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         ),
         None => (None, String::new()),
     };
-    let paths = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     Ok(SecurityConfig {
         run_as_user: sc.run_as_user.as_ref().map(|v| v.value),
         run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
         run_as_username: sc.run_as_username.clone(),
         supplemental_groups: sc.supplemental_groups.clone(),
+        supplemental_groups_policy,
         privileged: sc.privileged,
         readonly_rootfs: sc.readonly_rootfs,
         no_new_privs: sc.no_new_privs,
@@ -168,9 +168,10 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         drop_capabilities: caps.drop_capabilities,
         pid,
         target_id,
-        // CRI: empty means the runtime's defaults.
-        masked_paths: paths(&sc.masked_paths),
-        readonly_paths: paths(&sc.readonly_paths),
+        // Exactly the request's lists, as containerd and CRI-O: kubelet sends the default
+        // lists for procMount Default and empty ones for Unmasked, which must mask nothing.
+        masked_paths: Some(sc.masked_paths.clone()),
+        readonly_paths: Some(sc.readonly_paths.clone()),
         apparmor: profile(
             sc.apparmor.as_ref(),
             "config.linux.security_context.apparmor",
@@ -467,6 +468,7 @@ mod tests {
                 run_as_username: "alice".into(),
                 readonly_rootfs: true,
                 supplemental_groups: vec![5, 6],
+                supplemental_groups_policy: proto::SupplementalGroupsPolicy::Strict as i32,
                 no_new_privs: true,
                 masked_paths: vec![],
                 readonly_paths: vec!["/proc/sys".into()],
@@ -487,12 +489,20 @@ mod tests {
         assert_eq!(s.run_as_group, Some(0), "a zero gid is still given");
         assert_eq!(s.run_as_username, "alice");
         assert_eq!(s.supplemental_groups, [5, 6]);
+        assert_eq!(
+            s.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Strict
+        );
         assert!(s.privileged && s.readonly_rootfs && s.no_new_privs);
         assert_eq!(s.add_capabilities, ["NET_ADMIN"]);
         assert_eq!(s.drop_capabilities, ["ALL"]);
         assert_eq!(s.pid, Some(NamespaceMode::Target));
         assert_eq!(s.target_id, "abc");
-        assert_eq!(s.masked_paths, None, "empty means the defaults");
+        assert_eq!(
+            s.masked_paths,
+            Some(vec![]),
+            "empty masks nothing (Unmasked)"
+        );
         assert_eq!(s.readonly_paths, Some(vec!["/proc/sys".to_string()]));
         assert_eq!(s.seccomp, "localhost//var/lib/kubelet/seccomp/x.json");
         assert_eq!(s.apparmor, "runtime/default");
@@ -600,7 +610,7 @@ mod tests {
         );
         assert_field(
             &with_sc(proto::LinuxContainerSecurityContext {
-                supplemental_groups_policy: proto::SupplementalGroupsPolicy::Strict as i32,
+                supplemental_groups_policy: 7,
                 ..Default::default()
             }),
             "config.linux.security_context.supplemental_groups_policy",

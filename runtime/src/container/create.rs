@@ -167,6 +167,11 @@ impl Containers {
             .map_err(|e| Error::Internal(format!("spec task: {e}")))??
         };
         let stop_signal = spec::stop_signal(&info) as i32;
+        let user = oci.process().as_ref().map(|p| super::ProcessUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         tracing::debug!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "spec built"
@@ -288,6 +293,7 @@ impl Containers {
             log_path,
             cgroup: cg_path,
             stop_signal,
+            user,
         };
         if let Err(e) = self.db.put_container(&record) {
             // The init exists in the shim now: take it back before the rest is undone.

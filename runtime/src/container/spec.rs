@@ -500,8 +500,9 @@ fn capabilities(sec: &SecurityConfig, last_cap: u32) -> Result<LinuxCapabilities
         for name in sec.drop_capabilities.iter().filter(|s| !is_all(s)) {
             match parse_cap(name) {
                 Some(cap) => set.retain(|c| *c != cap),
-                // Dropping what nobody can have is harmless.
-                None => tracing::debug!(capability = %name, "dropping an unknown capability"),
+                // Dropping what nobody can have is harmless (containerd and CRI-O accept
+                // it too); said loudly since it may be a typo.
+                None => tracing::warn!(capability = %name, "dropping an unknown capability"),
             }
         }
         set
@@ -1308,19 +1309,19 @@ mod tests {
         let mut f = Fixture::new();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (0, 0));
-        assert_eq!(u.additional_gids().as_deref(), Some([10].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([0, 10].as_slice()));
 
         f.image.user = "alice".into();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (1000, 1000));
-        assert_eq!(u.additional_gids(), &None);
+        assert_eq!(u.additional_gids().as_deref(), Some([1000].as_slice()));
 
         f.config.security.run_as_user = Some(7);
         f.config.security.run_as_group = Some(8);
         f.config.security.supplemental_groups = vec![9];
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (7, 8));
-        assert_eq!(u.additional_gids().as_deref(), Some([9].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([8, 9].as_slice()));
 
         let mut f = Fixture::new();
         f.config.security.run_as_username = "bob".into();

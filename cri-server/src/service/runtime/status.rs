@@ -48,8 +48,10 @@ impl CriService {
                     user_namespaces: false,
                 }),
             }],
+            // Strict is honoured (no /etc/group look-up) and ContainerStatus.user reports
+            // the identity, which is what kubelet needs before it asks for Strict.
             features: Some(proto::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         })
     }
