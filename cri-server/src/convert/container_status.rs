@@ -97,7 +97,6 @@ pub fn to_status(r: &ContainerRecord) -> proto::ContainerStatus {
             r.config.oom_score_adj,
         )),
         user: r.user.as_ref().map(container_user),
-        ..Default::default()
     }
 }
 
