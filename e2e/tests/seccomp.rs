@@ -197,8 +197,13 @@ impl Env {
     }
 
     /// The container's log once it holds `marker`: its text, without the CRI prefixes.
-    async fn log_until(&self, pod: &str, name: &str, marker: &str) -> Result<String> {
-        let path = self.logs.path().join(pod).join(format!("{name}.log"));
+    async fn log_until(
+        &self,
+        pod: &proto::PodSandboxConfig,
+        name: &str,
+        marker: &str,
+    ) -> Result<String> {
+        let path = pod.log_directory.clone() + &format!("/{name}.log");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -322,14 +327,14 @@ async fn filter_modes_per_profile() -> Result<()> {
                 };
                 let cfg = env.container(name, PROBE, sc);
                 let id = env.run(&pod, &pc, cfg).await?;
-                let log = env.log_until(&pod, name, "probed").await?;
+                let log = env.log_until(&pc, name, "probed").await?;
                 assert_eq!(field(&log, "Seccomp:"), mode, "{name}: {log}");
                 assert_eq!(field(&log, "unshare="), unshare, "{name}: {log}");
                 let nnp = if no_new_privs { "1" } else { "0" };
                 assert_eq!(field(&log, "NoNewPrivs:"), nnp, "{name}: {log}");
                 // ExecSync runs under the same filter.
                 assert_eq!(env.exec_seccomp(&id).await?, mode, "{name}: exec");
-                let r = env.exec(&id, &["unshare", "-U", "true"]).await?;
+                let r = env.exec(&id, &["sh", "-c", "unshare -U true"]).await?;
                 assert_eq!(
                     r.exit_code == 0,
                     unshare == "ok",
@@ -347,7 +352,7 @@ async fn filter_modes_per_profile() -> Result<()> {
             };
             let cfg = env.container("priv", PROBE, sc);
             let id = env.run(&ppod, &ppc, cfg).await?;
-            let log = env.log_until(&ppod, "priv", "probed").await?;
+            let log = env.log_until(&ppc, "priv", "probed").await?;
             assert_eq!(field(&log, "Seccomp:"), "0", "{log}");
             assert_eq!(env.exec_seccomp(&id).await?, "0");
             Ok(())
@@ -400,7 +405,7 @@ async fn localhost_profiles_and_apparmor() -> Result<()> {
                 };
                 let cfg = env.container(name, script, sc);
                 let id = env.run(&pod, &pc, cfg).await?;
-                let log = env.log_until(&pod, name, "probed").await?;
+                let log = env.log_until(&pc, name, "probed").await?;
                 assert_eq!(field(&log, "sethostname="), want, "{name}: {log}");
                 let r = env
                     .exec(&id, &["sh", "-c", "hostname \"$(hostname)\""])
@@ -475,7 +480,7 @@ async fn localhost_profiles_and_apparmor() -> Result<()> {
                 };
                 let cfg = env.container("aa-default", "echo probed; exec sleep 3600", sc);
                 env.run(&pod, &pc, cfg).await?;
-                env.log_until(&pod, "aa-default", "probed").await?;
+                env.log_until(&pc, "aa-default", "probed").await?;
                 let status = env
                     .cri
                     .runtime
