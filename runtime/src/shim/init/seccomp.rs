@@ -144,6 +144,7 @@ pub fn compile(
         seccomp.default_errno_ret(),
         "linux.seccomp.defaultAction",
     )?;
+    let numbers: std::collections::HashMap<&str, u32> = table.iter().copied().collect();
     let mut by_nr: std::collections::BTreeMap<u32, Rules> = Default::default();
     for (i, rule) in seccomp.syscalls().iter().flatten().enumerate() {
         let ret = action(
@@ -172,7 +173,7 @@ pub fn compile(
         };
         for name in rule.names() {
             // Unknown here: another architecture's, or a newer kernel's (runc skips them).
-            let Some(&(_, nr)) = table.iter().find(|(n, _)| n == name) else {
+            let Some(&nr) = numbers.get(name.as_str()) else {
                 continue;
             };
             let rules = by_nr.entry(nr).or_default();
