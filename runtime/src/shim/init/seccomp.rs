@@ -46,8 +46,9 @@ pub struct Insn {
     pub k: u32,
 }
 
-// Opcodes (linux/bpf_common.h): class | size | mode, class | op | source.
-const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+// Opcodes (linux/bpf_common.h): class | size | mode, class | op | source (BPF_LD, BPF_W
+// and BPF_K are 0).
+const LD_W_ABS: u16 = 0x20;
 const ALU_AND_K: u16 = 0x04 | 0x50;
 const JMP_JA: u16 = 0x05;
 const JMP_JEQ_K: u16 = 0x05 | 0x10;
@@ -544,52 +545,54 @@ mod tests {
 
     #[test]
     fn argument_comparisons_are_64_bit_unsigned() {
-        let big = 0x1_0000_0005u64;
-        let cases: [(Op, u64, &[(u64, bool)]); 6] = [
+        const BIG: u64 = 0x1_0000_0005;
+        // (operator, value, [(argument, allowed)]).
+        type Case = (Op, u64, &'static [(u64, bool)]);
+        let cases: [Case; 6] = [
             (
                 Op::ScmpCmpEq,
-                big,
-                &[(big, true), (5, false), (big + 1, false)],
+                BIG,
+                &[(BIG, true), (5, false), (BIG + 1, false)],
             ),
             (
                 Op::ScmpCmpNe,
-                big,
-                &[(big, false), (5, true), (0x2_0000_0005, true)],
+                BIG,
+                &[(BIG, false), (5, true), (0x2_0000_0005, true)],
             ),
             (
                 Op::ScmpCmpGt,
-                big,
+                BIG,
                 &[
-                    (big, false),
-                    (big + 1, true),
+                    (BIG, false),
+                    (BIG + 1, true),
                     (0x2_0000_0000, true),
-                    (u64::from(u32::MAX), false),
+                    (u32::MAX as u64, false),
                 ],
             ),
             (
                 Op::ScmpCmpGe,
-                big,
+                BIG,
                 &[
-                    (big, true),
-                    (big - 1, false),
+                    (BIG, true),
+                    (BIG - 1, false),
                     (0x2_0000_0000, true),
                     (6, false),
                 ],
             ),
             (
                 Op::ScmpCmpLt,
-                big,
+                BIG,
                 &[
-                    (big, false),
-                    (big - 1, true),
+                    (BIG, false),
+                    (BIG - 1, true),
                     (0x2_0000_0000, false),
                     (6, true),
                 ],
             ),
             (
                 Op::ScmpCmpLe,
-                big,
-                &[(big, true), (big + 1, false), (0, true), (u64::MAX, false)],
+                BIG,
+                &[(BIG, true), (BIG + 1, false), (0, true), (u64::MAX, false)],
             ),
         ];
         for (op, value, checks) in cases {
