@@ -43,6 +43,11 @@ pub struct Config {
     /// `127.0.0.1:9109`. Empty (the default): no metrics endpoint. The endpoint has no
     /// authentication, so keep it on loopback or a trusted network.
     pub metrics_address: String,
+    /// How long a starting corrald waits for `<root>/corrald.lock` while another (say one
+    /// that was just killed and is still exiting) holds it, before giving up.
+    pub root_lock_wait_seconds: u64,
+    /// Where CDI device specs are read from; a later directory wins over an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -57,6 +62,11 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
             metrics_address: String::new(),
+            root_lock_wait_seconds: 30,
+            cdi_spec_dirs: runtime::container::cdi::DEFAULT_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -168,6 +178,17 @@ mod tests {
         let c = Config::parse("listen = \"relative.sock\"").unwrap();
         assert!(c.socket_path().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/corral.toml"))).is_err());
+    }
+
+    #[test]
+    fn cdi_spec_dirs_default_and_override() {
+        let d = Config::parse("").unwrap().cdi_spec_dirs;
+        assert_eq!(
+            d,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        let c = Config::parse("cdi_spec_dirs = [\"/tmp/cdi\"]").unwrap();
+        assert_eq!(c.cdi_spec_dirs, [PathBuf::from("/tmp/cdi")]);
     }
 
     #[test]

@@ -472,7 +472,7 @@ impl Drop for CgroupParentGuard {
 }
 
 #[tokio::test]
-async fn pod_cgroup_gets_its_limits_and_goes_with_the_pod() -> Result<()> {
+async fn a_parent_corrald_made_gets_the_limits_and_goes_with_the_pod() -> Result<()> {
     let Some((_d, mut c)) = daemon("pod_cgroup", 4).await? else {
         return Ok(());
     };
@@ -507,13 +507,20 @@ async fn pod_cgroup_gets_its_limits_and_goes_with_the_pod() -> Result<()> {
         std::fs::read_to_string(&limit_file)?.trim(),
         (64u64 << 20).to_string()
     );
-    let pause = info["pausePid"].as_i64().context("pause")?;
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
-    assert!(
-        procs.lines().any(|l| l.trim() == pause.to_string()),
-        "pause in the pod cgroup: {procs}"
-    );
+    // The shim and the pause live in the pod's own cgroup below the parent.
+    let own = info["cgroup"].as_str().context("cgroup")?.to_string();
+    assert_eq!(own, format!("{pod_cgroup}/{id}"));
+    let procs = std::fs::read_to_string(memory_cgroup_dir(&own).join("cgroup.procs"))?;
+    for who in ["pausePid", "shimPid"] {
+        let pid = info[who].as_i64().context("pid")?;
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.to_string()),
+            "{who} {pid} in the pod's cgroup: {procs}"
+        );
+    }
     stop_remove(&mut c, &id).await?;
-    assert!(!dir.exists(), "pod cgroup removed");
+    assert!(!memory_cgroup_dir(&own).exists(), "pod's cgroup removed");
+    // The parent did not exist before the pod ran: corrald made it, and removed it.
+    assert!(!dir.exists(), "a parent corrald made is removed once empty");
     Ok(())
 }

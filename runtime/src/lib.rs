@@ -8,6 +8,7 @@ pub mod container;
 pub mod error;
 pub mod events;
 pub mod image;
+mod intent;
 pub mod locks;
 pub mod sandbox;
 pub mod shim;

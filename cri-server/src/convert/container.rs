@@ -4,9 +4,11 @@
 
 use std::path::{Component, Path};
 
+use runtime::container::cdi::{self, CdiRequest};
 use runtime::container::config::{ContainerConfig, Device, Mount, Propagation, SecurityConfig};
 
-use super::sandbox::{namespace_mode, resources};
+use super::resources::{oom_score_adj, resources};
+use super::sandbox::namespace_mode;
 use crate::status::CriError;
 
 /// An InvalidArgument whose field name is built at run time (an index into a list).
@@ -257,12 +259,7 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
         .enumerate()
         .map(|(i, d)| device(d, i))
         .collect::<Result<Vec<_>, _>>()?;
-    if !c.cdi_devices.is_empty() {
-        return Err(CriError::invalid(
-            "config.cdi_devices",
-            "CDI devices are not supported",
-        ));
-    }
+    let cdi_devices = cdi_devices(c)?;
 
     // Relative to the pod's log directory: it must stay inside it.
     let log = Path::new(&c.log_path);
@@ -283,10 +280,13 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
     }
 
     let linux = c.linux.as_ref();
-    let resources = linux
-        .and_then(|l| l.resources.as_ref())
-        .map(|r| resources(r, "config.linux.resources"))
-        .transpose()?;
+    const RESOURCES: &str = "config.linux.resources";
+    let cri_resources = linux.and_then(|l| l.resources.as_ref());
+    let resources = cri_resources.map(|r| resources(r, RESOURCES)).transpose()?;
+    let oom_score_adj = cri_resources
+        .map(|r| oom_score_adj(r.oom_score_adj, RESOURCES))
+        .transpose()?
+        .flatten();
     let security = security(linux.and_then(|l| l.security_context.as_ref()))?;
 
     Ok(ContainerConfig {
@@ -314,8 +314,35 @@ pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, C
         stdin_once: c.stdin_once,
         tty: c.tty,
         resources,
+        oom_score_adj,
         security,
+        cdi_devices,
     })
+}
+
+/// CDI devices as containerd takes them: `cdi_devices` first, then the names in the
+/// `cdi.k8s.io/*` annotations; a name given twice is used once. The names are resolved
+/// (and their syntax checked) at create, against the spec files.
+fn cdi_devices(c: &proto::ContainerConfig) -> Result<Vec<CdiRequest>, CriError> {
+    let mut out: Vec<CdiRequest> = Vec::new();
+    for (i, d) in c.cdi_devices.iter().enumerate() {
+        if d.name.is_empty() {
+            return Err(invalid_at(format!("config.cdi_devices[{i}].name"), "empty"));
+        }
+        out.push(CdiRequest {
+            name: d.name.clone(),
+            field: format!("config.cdi_devices[{i}]"),
+        });
+    }
+    let annotations = c
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(cdi::from_annotations(&annotations));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|r| seen.insert(r.name.clone()));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -363,6 +390,44 @@ mod tests {
             msg.starts_with(&format!("invalid {field}:")),
             "want field {field}, got {msg:?}"
         );
+    }
+
+    #[test]
+    fn cdi_devices_from_the_field_then_annotations() {
+        let mut c = base();
+        c.cdi_devices = vec![
+            proto::CdiDevice {
+                name: "vendor.test/dev=one".into(),
+            },
+            proto::CdiDevice {
+                name: "vendor.test/dev=two".into(),
+            },
+        ];
+        c.annotations.insert(
+            "cdi.k8s.io/extra".into(),
+            "vendor.test/dev=two,vendor.test/dev=three".into(),
+        );
+        c.annotations
+            .insert("other".into(), "vendor.test/dev=four".into());
+        let r = ok(&c);
+        let got: Vec<(&str, &str)> = r
+            .cdi_devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("vendor.test/dev=one", "config.cdi_devices[0]"),
+                ("vendor.test/dev=two", "config.cdi_devices[1]"),
+                (
+                    "vendor.test/dev=three",
+                    "config.annotations[\"cdi.k8s.io/extra\"]"
+                ),
+            ]
+        );
+        c.cdi_devices.push(proto::CdiDevice::default());
+        assert_field(&c, "config.cdi_devices[2].name");
     }
 
     #[test]
@@ -664,6 +729,6 @@ mod tests {
             }),
             security_context: None,
         });
-        assert_field(&c, "config.linux.resources");
+        assert_field(&c, "config.linux.resources.cpu_shares");
     }
 }

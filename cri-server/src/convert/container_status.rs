@@ -44,7 +44,8 @@ pub fn to_list_item(r: &ContainerRecord) -> proto::Container {
         created_at: r.created_at,
         labels: map(&r.config.labels),
         annotations: map(&r.config.annotations),
-        ..Default::default()
+        // The config digest, as ImageStatus and ListImages report it (containerd's too).
+        image_id: r.image.id.clone(),
     }
 }
 
@@ -90,6 +91,11 @@ pub fn to_status(r: &ContainerRecord) -> proto::ContainerStatus {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        // The limits in force: create's, or the last update's.
+        resources: Some(super::resources::to_proto(
+            r.config.resources.as_ref(),
+            r.config.oom_score_adj,
+        )),
         ..Default::default()
     }
 }

@@ -24,6 +24,10 @@ pub struct ContainerConfig {
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub devices: Vec<Device>,
+    /// CDI devices by fully-qualified name, from `cdi_devices` then the `cdi.k8s.io/*`
+    /// annotations, each with the request field it came from.
+    #[serde(default)]
+    pub cdi_devices: Vec<super::cdi::CdiRequest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.
@@ -31,8 +35,14 @@ pub struct ContainerConfig {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
-    #[serde(skip)]
+    /// The container's limits as they are now: create's, then each
+    /// UpdateContainerResources merged over them (ContainerStatus reports these).
+    #[serde(default)]
     pub resources: Option<crate::cgroups::Resources>,
+    /// The container processes' `oom_score_adj` ([-1000, 1000]); None: the default, 0.
+    /// Updated with the resources.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     pub security: SecurityConfig,
 }
 

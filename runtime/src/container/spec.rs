@@ -9,7 +9,8 @@
 //! containers), the image's `/etc/passwd` and `/etc/group`, and stats mount and device
 //! sources; the rest is pure. Seccomp and AppArmor profiles are not emitted yet (the
 //! security work fills them in), nor `cgroupsPath`: corrald's cgroups module makes and
-//! limits the container's cgroup itself, so `linux.resources` is for the record.
+//! limits the container's cgroup itself, from the CRI resources; of `linux.resources` it
+//! reads only `devices`, the device cgroup's rules (the rest is for the record).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
@@ -151,9 +152,12 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Device nodes every container may use (runc's allow list), after a deny-all rule.
-/// `(type, major, minor, access)`; `None` is a wildcard.
-const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 10] = [
+/// Device nodes every container may use, after a deny-all rule: what a containerd
+/// container gets, which is runc's `AllowedDevices` (containerd's CRI spec itself has only
+/// the deny-all; runc appends these to every container's rules). Not `/dev/console`
+/// (c 5:1), which is in containerd's `WithDefaultUnixDevices` but not used by its CRI, nor
+/// fuse (c 10:229). `(type, major, minor, access)`; `None` is a wildcard.
+const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 11] = [
     // mknod of any node is allowed; using it is not, unless allowed below.
     (LinuxDeviceType::C, None, None, "m"),
     (LinuxDeviceType::B, None, None, "m"),
@@ -165,6 +169,8 @@ const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 
     (LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
     (LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
     (LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
+    // /dev/net/tun: no node is made, but runc keeps the rule for Docker's sake.
+    (LinuxDeviceType::C, Some(10), Some(200), "rwm"),
 ];
 
 /// Bounds on walking a device directory (a requested dir, or `/dev` for privileged).
@@ -236,7 +242,7 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_rlimits(None)
         .set_no_new_privileges(Some(sec.no_new_privs))
         .set_apparmor_profile(super::apparmor::profile(&sec.apparmor)?)
-        .set_oom_score_adj(None)
+        .set_oom_score_adj(config.oom_score_adj)
         .set_selinux_label(None)
         .set_io_priority(None)
         .set_scheduler(None)
@@ -966,7 +972,10 @@ fn namespaces(
 }
 
 /// `linux.resources` from the requested limits, for the record (see the module doc).
-fn resources(r: Option<&Resources>, devices: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
+pub(super) fn resources(
+    r: Option<&Resources>,
+    devices: Vec<LinuxDeviceCgroup>,
+) -> Result<LinuxResources> {
     let mut out = LinuxResources::default();
     out.set_devices(Some(devices));
     let Some(r) = r else {

@@ -7,6 +7,7 @@
 //!    ╰─ failure: every step made so far is undone, nothing is recorded
 //! ```
 
+mod cgroup;
 mod files;
 mod recover;
 mod remove;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+pub use cgroup::PodCgroup;
 pub use network::{NetworkConfig, PortMapping, Protocol};
 
 use crate::error::{Error, Result};
@@ -60,8 +62,9 @@ pub struct SandboxConfig {
     pub cgroup_parent: Option<String>,
     pub sysctls: BTreeMap<String, String>,
     pub runtime_handler: String,
-    /// Pod-level limits (kubelet's pod resources, or the runtime class overhead), applied to
-    /// the pod cgroup at run. Not persisted: they live in the cgroup files.
+    /// Pod-level limits (kubelet's pod resources, or the runtime class overhead), written
+    /// at run to a `cgroup_parent` that the run made (a caller's own parent is never
+    /// written: kubelet sets them there itself). Not persisted: they live in the cgroup files.
     #[serde(skip)]
     pub resources: Option<crate::cgroups::Resources>,
 }
@@ -78,6 +81,14 @@ impl SandboxConfig {
     pub fn host_network(&self) -> bool {
         self.network == NamespaceMode::Node
     }
+}
+
+/// What a RunPodSandbox is about to make, in the pod dir before anything else
+/// ([`crate::intent`]): the start-up releases a pod dir without a record by it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PodIntent {
+    pub id: String,
+    pub cgroup: Option<PodCgroup>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +112,10 @@ pub struct SandboxRecord {
     pub utsns: Option<PathBuf>,
     pub shim_pid: Option<i32>,
     pub pause_pid: Option<i32>,
+    /// The pod's own cgroup below its parent (shim, pause). Absent in records of older
+    /// versions, whose pods get no cgroup released: their parent is not theirs.
+    #[serde(default)]
+    pub cgroup: Option<PodCgroup>,
 }
 
 impl SandboxRecord {

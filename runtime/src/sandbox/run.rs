@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes};
+use super::{cgroup, files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes};
 use crate::error::{Error, Result};
 
 /// What a run has made so far, for the rollback.
@@ -13,7 +13,7 @@ struct Made {
     namespaces: bool,
     network: bool,
     shm: bool,
-    cgroup: Option<crate::cgroups::Cgroup>,
+    cgroup: Option<super::PodCgroup>,
     shim: Option<crate::shim_client::ShimHandle>,
 }
 
@@ -66,6 +66,15 @@ impl Sandboxes {
         }
         std::fs::create_dir(&dir).map_err(Error::io("creating", &dir))?;
         made.dir = Some(dir.clone());
+        // Before any kernel resource: what a start-up after a crash half-way must release.
+        let pod_cg = super::PodCgroup::plan(id, config.cgroup_parent.as_deref())?;
+        crate::intent::write(
+            &dir,
+            &super::PodIntent {
+                id: id.to_string(),
+                cgroup: Some(pod_cg.clone()),
+            },
+        )?;
 
         let host_net = config.host_network();
         let req = network::NamespaceRequest {
@@ -106,6 +115,7 @@ impl Sandboxes {
             utsns: pinned.uts,
             shim_pid: None,
             pause_pid: None,
+            cgroup: None,
         };
         let hostname = if record.config.host_network() {
             nix::unistd::gethostname()
@@ -123,14 +133,13 @@ impl Sandboxes {
         files::mount_shm(&record.shm_dir())?;
         made.shm = true;
 
-        if let Some(parent) = &record.config.cgroup_parent {
-            let cg = crate::cgroups::Cgroup::new(parent)?;
-            cg.create()?;
-            made.cgroup = Some(cg.clone());
-            if let Some(r) = &record.config.resources {
-                cg.apply(r)?;
-            }
+        made.cgroup = Some(pod_cg.clone());
+        {
+            let (cg, resources) = (pod_cg.clone(), record.config.resources.clone());
+            cgroup::blocking(move || cg.make(resources.as_ref())).await?;
         }
+        let cgroup_procs = pod_cg.cgroup()?.procs_files();
+        record.cgroup = Some(pod_cg);
 
         let spec = crate::shim_client::ShimSpec {
             pod_id: id.to_string(),
@@ -140,13 +149,11 @@ impl Sandboxes {
             ipcns: record.ipcns.clone(),
             utsns: record.utsns.clone(),
             log: None,
+            cgroup_procs,
         };
         let shim = crate::shim_client::spawn(&spec).await?;
         record.shim_pid = Some(shim.pid());
         record.pause_pid = shim.pause_pid();
-        if let (Some(cg), Some(pause)) = (&made.cgroup, record.pause_pid) {
-            cg.add_process(pause)?;
-        }
         made.shim = Some(shim);
 
         self.db.put_sandbox(&record)?;
@@ -161,15 +168,8 @@ impl Sandboxes {
             }
         }
         if let Some(cg) = made.cgroup {
-            let released = tokio::task::spawn_blocking(move || {
-                let _ = cg.kill_all();
-                cg.delete()
-            })
-            .await;
-            match released {
-                Ok(Err(e)) => tracing::error!(error = %e, "rollback: cgroup"),
-                Err(e) => tracing::error!(error = %e, "rollback: cgroup task"),
-                Ok(Ok(())) => {}
+            if let Err(e) = cgroup::blocking(move || cg.release()).await {
+                tracing::error!(error = %e, "rollback: cgroup");
             }
         }
         let Some(dir) = made.dir else { return };

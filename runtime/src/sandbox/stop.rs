@@ -1,5 +1,5 @@
 //! StopPodSandbox: stop every process of the pod (through its shim), release the network
-//! and the namespaces, unmount shm, delete the cgroup. Idempotent, and callable again after
+//! and the namespaces, unmount shm, delete the pod's own cgroup (never its parent). Idempotent, and callable again after
 //! a failure half-way: each step succeeds when there is nothing left to release.
 
 use super::{files, SandboxRecord, SandboxState, Sandboxes};
@@ -36,19 +36,9 @@ impl Sandboxes {
             // The shim died on its own: kill the pause it may have left, unmount its pidns.
             crate::shim_client::release(&record.dir).await?;
         }
-        if let Some(parent) = &record.config.cgroup_parent {
-            let cg = crate::cgroups::Cgroup::new(parent)?;
-            // Killing and removing wait for the kernel (brief sleeps and retries): keep them
-            // off the async workers.
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                if cg.exists() {
-                    cg.kill_all()?;
-                    cg.delete()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("cgroup task: {e}")))??;
+        // Only the pod's own cgroup: the parent belongs to kubelet, and other pods may share it.
+        if let Some(cg) = record.cgroup.clone() {
+            super::cgroup::blocking(move || cg.release()).await?;
         }
         if let Some(net) = &self.network {
             let netns = record.netns.as_deref().filter(|p| p.exists());

@@ -3,6 +3,7 @@
 //! ```text
 //! corral-shim --pod-id <id> --dir <pod state dir> [--share-pid]
 //!             [--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>]
+//!             [--cgroup <cgroup.procs file>]...
 //! ```
 //!
 //! The namespace paths are the pod's pinned namespaces: the pause joins them when the pod
@@ -12,7 +13,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: corral-shim --pod-id <id> --dir <pod state dir> [--share-pid] \
-[--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>]";
+[--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>] [--cgroup <procs file>]...";
 
 /// The parsed command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub struct Args {
     pub utsns: Option<PathBuf>,
     /// Where the shim's own diagnostics go (appended); /dev/null when absent.
     pub log: Option<PathBuf>,
+    /// The `cgroup.procs` file of each hierarchy of the pod's own cgroup: the shim (and so
+    /// the pause) is born there, so the pod is charged for them and they go with it.
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 impl Args {
@@ -56,6 +60,7 @@ impl Args {
                 "--ipcns" => out.ipcns = Some(value(flag)?.into()),
                 "--utsns" => out.utsns = Some(value(flag)?.into()),
                 "--log" => out.log = Some(value(flag)?.into()),
+                "--cgroup" => out.cgroup_procs.push(value(flag)?.into()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -66,6 +71,7 @@ impl Args {
         for path in [&mut out.netns, &mut out.ipcns, &mut out.utsns, &mut out.log]
             .into_iter()
             .flatten()
+            .chain(out.cgroup_procs.iter_mut())
         {
             *path = std::path::absolute(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -94,6 +100,10 @@ impl Args {
                 out.push(path.clone().into());
             }
         }
+        for procs in &self.cgroup_procs {
+            out.push("--cgroup".into());
+            out.push(procs.clone().into());
+        }
         out
     }
 }
@@ -118,6 +128,10 @@ mod tests {
             "/run/n",
             "--utsns",
             "/run/u",
+            "--cgroup",
+            "/sys/fs/cgroup/memory/p/cgroup.procs",
+            "--cgroup",
+            "/sys/fs/cgroup/unified/p/cgroup.procs",
         ])
         .unwrap();
         assert_eq!(
@@ -128,6 +142,10 @@ mod tests {
                 share_pid: true,
                 netns: Some("/run/n".into()),
                 utsns: Some("/run/u".into()),
+                cgroup_procs: vec![
+                    "/sys/fs/cgroup/memory/p/cgroup.procs".into(),
+                    "/sys/fs/cgroup/unified/p/cgroup.procs".into()
+                ],
                 ..Args::default()
             }
         );

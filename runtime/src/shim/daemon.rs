@@ -56,18 +56,40 @@ pub fn main() -> i32 {
         Ok(pipe) => pipe,
         Err(e) => return fail_early(ready_fd, &format!("pipe: {e}")),
     };
-    // SAFETY: nothing in this process has started a thread (no runtime, no helper), so the
-    // child is a complete copy that may allocate and run any code.
-    match unsafe { fork() } {
-        Err(e) => fail_early(ready_fd, &format!("fork: {e}")),
-        Ok(ForkResult::Parent { child }) => {
+    match fork_into_pod_cgroup(&args) {
+        Err(e) => fail_early(ready_fd, &e),
+        Ok(Some(child)) => {
             drop(status_w);
             relay(status_r, ready_fd, child)
         }
-        Ok(ForkResult::Child) => {
+        Ok(None) => {
             drop(status_r);
             std::process::exit(shim_main(&args, status_w))
         }
+    }
+}
+
+/// Fork the shim proper, born in the pod's own cgroup when one is given: this process
+/// (still single-threaded) joins each v1 hierarchy through `tasks`, and the child is cloned
+/// straight into the cgroup2 directory; neither waits on the kernel's global threadgroup
+/// lock as a `cgroup.procs` write of another process would. `None` in the child.
+fn fork_into_pod_cgroup(args: &Args) -> Result<Option<Pid>, String> {
+    let into = super::init::join_cgroups(&args.cgroup_procs).map_err(|e| e.to_string())?;
+    let v2_procs = args.cgroup_procs.iter().find(|p| {
+        p.parent().is_some_and(|d| {
+            nix::sys::statfs::statfs(d)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+    });
+    match (&into, v2_procs) {
+        (Some(dir), Some(procs)) => super::init::fork_into(dir, procs).map_err(|e| e.to_string()),
+        // SAFETY: nothing in this process has started a thread (no runtime, no helper), so
+        // the child is a complete copy that may allocate and run any code.
+        _ => match unsafe { fork() } {
+            Err(e) => Err(format!("fork: {e}")),
+            Ok(ForkResult::Parent { child }) => Ok(Some(child)),
+            Ok(ForkResult::Child) => Ok(None),
+        },
     }
 }
 

@@ -391,6 +391,7 @@ pub(crate) mod tests {
             utsns: None,
             shim_pid: None,
             pause_pid: None,
+            cgroup: None,
         }
     }
 

@@ -22,6 +22,7 @@ impl CriService {
                     "uts": record.utsns,
                 },
                 "cgroupParent": record.config.cgroup_parent,
+                "cgroup": record.cgroup.as_ref().map(|c| &c.path),
                 "network": { "ip": record.ip, "hostNetwork": record.config.host_network(), "portMappings": record.config.port_mappings },
                 "config": record.config,
             });

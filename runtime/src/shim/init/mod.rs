@@ -470,7 +470,9 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
 /// `cgroup.procs` write takes (that lock waits for an RCU grace period, 4-15 ms here);
 /// the cgroup2 hierarchy is entered by cloning B straight into it (CLONE_INTO_CGROUP),
 /// so its directory is returned open.
-fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<Option<OwnedFd>, InitError> {
+pub(in crate::shim) fn join_cgroups(
+    cgroup_procs: &[PathBuf],
+) -> Result<Option<OwnedFd>, InitError> {
     let mut into = None;
     for procs in cgroup_procs {
         let dir = procs.parent().unwrap_or(Path::new("/"));
@@ -566,6 +568,47 @@ fn clone_parent_into(dir: &OwnedFd) -> nix::Result<Option<Pid>> {
     };
     match rc {
         -1 => Err(nix::Error::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// fork(2), with the child born in the cgroup2 directory `dir` (clone3 with
+/// CLONE_INTO_CGROUP): no `cgroup.procs` write, so no wait on the global threadgroup lock.
+/// Falls back to a plain fork plus that write where clone3 or the flag is missing.
+pub(in crate::shim) fn fork_into(dir: &OwnedFd, procs: &Path) -> Result<Option<Pid>, InitError> {
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: a fork-style clone (no CLONE_VM, stack 0 = the child runs on its copy of the
+    // current stack) of a single-threaded process; `args` is a valid clone_args of the size
+    // passed, alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 if matches!(nix::Error::last(), nix::Error::ENOSYS | nix::Error::E2BIG) => {
+            // SAFETY: the caller is single-threaded (the shim before it serves anything).
+            match unsafe { nix::unistd::fork() } {
+                Err(e) => Err(InitError::step("fork", e)),
+                Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Some(child)),
+                Ok(nix::unistd::ForkResult::Child) => {
+                    join_by_pid(std::iter::once(procs))?;
+                    Ok(None)
+                }
+            }
+        }
+        -1 => Err(InitError::step(
+            format_args!("clone3 into {}", procs.display()),
+            nix::Error::last(),
+        )),
         0 => Ok(None),
         pid => Ok(Some(Pid::from_raw(pid as i32))),
     }
