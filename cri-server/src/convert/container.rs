@@ -103,11 +103,35 @@ fn device(d: &proto::Device, i: usize) -> Result<Device, CriError> {
 
 /// A seccomp or AppArmor profile as one string: `runtime/default`, `unconfined` or
 /// `localhost/<ref>` (the values of the old kubelet annotations); empty when not given.
-fn profile(p: Option<&proto::SecurityProfile>, field: &'static str) -> Result<String, CriError> {
+/// Without the structured field, the deprecated string one (`legacy`, named
+/// `legacy_field`) in the same forms, as containerd reads them.
+fn profile(
+    p: Option<&proto::SecurityProfile>,
+    field: &'static str,
+    legacy: &str,
+    legacy_field: &'static str,
+) -> Result<String, CriError> {
     use proto::security_profile::ProfileType;
     let Some(p) = p else {
-        return Ok(String::new());
+        return match legacy {
+            "" => Ok(String::new()),
+            "runtime/default" | "docker/default" => Ok("runtime/default".to_string()),
+            "unconfined" => Ok("unconfined".to_string()),
+            other if other.len() > "localhost/".len() && other.starts_with("localhost/") => {
+                Ok(other.to_string())
+            }
+            other => Err(CriError::invalid(
+                legacy_field,
+                format!("invalid profile {other:?}"),
+            )),
+        };
     };
+    if !p.localhost_ref.is_empty() && p.profile_type != ProfileType::Localhost as i32 {
+        return Err(CriError::invalid(
+            field,
+            "localhost_ref may only be set for a Localhost profile",
+        ));
+    }
     match ProfileType::try_from(p.profile_type) {
         Ok(ProfileType::RuntimeDefault) => Ok("runtime/default".to_string()),
         Ok(ProfileType::Unconfined) => Ok("unconfined".to_string()),
@@ -115,7 +139,13 @@ fn profile(p: Option<&proto::SecurityProfile>, field: &'static str) -> Result<St
             field,
             "a Localhost profile needs localhost_ref",
         )),
-        Ok(ProfileType::Localhost) => Ok(format!("localhost/{}", p.localhost_ref)),
+        // containerd trims the prefix "just in case" a ref carries it; so do we.
+        Ok(ProfileType::Localhost) => Ok(format!(
+            "localhost/{}",
+            p.localhost_ref
+                .strip_prefix("localhost/")
+                .unwrap_or(&p.localhost_ref)
+        )),
         Err(_) => Err(CriError::invalid(
             field,
             format!("unknown profile type {}", p.profile_type),
@@ -172,11 +202,20 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         // lists for procMount Default and empty ones for Unmasked, which must mask nothing.
         masked_paths: Some(sc.masked_paths.clone()),
         readonly_paths: Some(sc.readonly_paths.clone()),
+        #[allow(deprecated)]
         apparmor: profile(
             sc.apparmor.as_ref(),
             "config.linux.security_context.apparmor",
+            &sc.apparmor_profile,
+            "config.linux.security_context.apparmor_profile",
         )?,
-        seccomp: profile(sc.seccomp.as_ref(), "config.linux.security_context.seccomp")?,
+        #[allow(deprecated)]
+        seccomp: profile(
+            sc.seccomp.as_ref(),
+            "config.linux.security_context.seccomp",
+            &sc.seccomp_profile_path,
+            "config.linux.security_context.seccomp_profile_path",
+        )?,
     })
 }
 
@@ -509,6 +548,82 @@ mod tests {
         let res = r.resources.unwrap_or_default();
         assert_eq!(res.cpu_shares, Some(256));
         assert_eq!(res.memory_limit, Some(1 << 20));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn seccomp_and_apparmor_profiles_new_and_deprecated_forms() {
+        use proto::security_profile::ProfileType;
+        let with = |sc: proto::LinuxContainerSecurityContext| proto::ContainerConfig {
+            linux: Some(proto::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(sc),
+            }),
+            ..base()
+        };
+        let sp = |t: ProfileType, r: &str| {
+            Some(proto::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            })
+        };
+        let seccomp_of = |sc| ok(&with(sc)).security.seccomp;
+        for (legacy, want) in [
+            ("", ""),
+            ("runtime/default", "runtime/default"),
+            ("docker/default", "runtime/default"),
+            ("unconfined", "unconfined"),
+            ("localhost//p/x.json", "localhost//p/x.json"),
+        ] {
+            let sc = proto::LinuxContainerSecurityContext {
+                seccomp_profile_path: legacy.into(),
+                apparmor_profile: legacy.into(),
+                ..Default::default()
+            };
+            let got = ok(&with(sc));
+            assert_eq!(got.security.seccomp, want, "{legacy}");
+            assert_eq!(got.security.apparmor, want, "{legacy}");
+        }
+        // The structured field wins over the deprecated one.
+        assert_eq!(
+            seccomp_of(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::Unconfined, ""),
+                seccomp_profile_path: "runtime/default".into(),
+                ..Default::default()
+            }),
+            "unconfined"
+        );
+        // A ref that carries the prefix anyway (containerd trims it).
+        assert_eq!(
+            seccomp_of(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::Localhost, "localhost//p/x.json"),
+                ..Default::default()
+            }),
+            "localhost//p/x.json"
+        );
+        for bad in ["localhost/", "/p/x.json", "default"] {
+            assert_field(
+                &with(proto::LinuxContainerSecurityContext {
+                    seccomp_profile_path: bad.into(),
+                    ..Default::default()
+                }),
+                "config.linux.security_context.seccomp_profile_path",
+            );
+            assert_field(
+                &with(proto::LinuxContainerSecurityContext {
+                    apparmor_profile: bad.into(),
+                    ..Default::default()
+                }),
+                "config.linux.security_context.apparmor_profile",
+            );
+        }
+        assert_field(
+            &with(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::RuntimeDefault, "/p/x.json"),
+                ..Default::default()
+            }),
+            "config.linux.security_context.seccomp",
+        );
     }
 
     #[test]

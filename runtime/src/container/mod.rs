@@ -12,11 +12,13 @@
 //! container that it last knew as running ([`Containers::refresh`]), so an exit while
 //! corrald was down is reported with its real code and time after a restart.
 
+pub mod apparmor;
 pub mod cdi;
 pub mod config;
 mod create;
 mod exec;
 mod remove;
+pub mod seccomp;
 pub mod spec;
 mod start;
 mod stop;

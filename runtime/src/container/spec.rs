@@ -226,6 +226,8 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
     let args = args(config, input.image)?;
     let resolved = user::resolve(sec, &input.image.user, input.rootfs_lower)?;
     let env = env(config, input.image, &input.pod, resolved.home.as_deref());
+    let caps = capabilities(sec, host.cap_last_cap)?;
+    let seccomp = super::seccomp::profile(sec, &caps)?;
     let mut process = Process::default();
     process
         .set_terminal(Some(config.tty))
@@ -235,11 +237,11 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_command_line(None)
         .set_env(Some(env))
         .set_cwd(cwd(config, input.image)?)
-        .set_capabilities(Some(capabilities(sec, host.cap_last_cap)?))
+        .set_capabilities(Some(caps))
         // The runtime's own rlimits are kept, as containerd does.
         .set_rlimits(None)
         .set_no_new_privileges(Some(sec.no_new_privs))
-        .set_apparmor_profile(None)
+        .set_apparmor_profile(super::apparmor::profile(&sec.apparmor)?)
         .set_oom_score_adj(config.oom_score_adj)
         .set_selinux_label(None)
         .set_io_priority(None)
@@ -276,7 +278,7 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_cgroups_path(None)
         .set_namespaces(Some(namespaces(sec, &input.pod, input.target_pid, host)?))
         .set_devices((!devices.is_empty()).then_some(devices))
-        .set_seccomp(None)
+        .set_seccomp(seccomp)
         .set_rootfs_propagation(rootfs_propagation.map(str::to_string))
         .set_masked_paths(Some(masked))
         .set_readonly_paths(Some(readonly))
