@@ -3,5 +3,6 @@
 pub mod container;
 pub mod container_status;
 pub mod image;
+pub mod limits;
 pub mod sandbox;
 pub mod stats;
