@@ -138,6 +138,11 @@ pub struct CreateContainer {
     /// The CRI log file; its parent dirs are made if missing. None: output is discarded.
     #[serde(default)]
     pub log_path: Option<PathBuf>,
+    /// The pod's log directory, which `log_path` starts with: the file is opened beneath
+    /// it, never through a symlink out of it (nor when reopened). None: `log_path` is
+    /// opened as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
     #[serde(default)]
     pub tty: bool,
     /// Keep a pipe on the container's stdin (for attach); /dev/null otherwise.
