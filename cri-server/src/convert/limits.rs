@@ -221,7 +221,10 @@ fn labels<'a>(
             None => (None, k.as_str()),
         };
         if name.is_empty() {
-            return Err(invalid(field, format!("key {} has an empty name", shown(k))));
+            return Err(invalid(
+                field,
+                format!("key {} has an empty name", shown(k)),
+            ));
         }
         if let Some(prefix) = prefix {
             if prefix.len() > MAX_LABEL_KEY_PREFIX {
@@ -265,7 +268,12 @@ fn annotations<'a>(
     annotations: impl Iterator<Item = (&'a String, &'a String)>,
 ) -> Result<(), CriError> {
     let total: usize = annotations.map(|(k, v)| k.len() + v.len()).sum();
-    at_most(field, total, MAX_ANNOTATIONS_BYTES, "bytes (keys and values)")
+    at_most(
+        field,
+        total,
+        MAX_ANNOTATIONS_BYTES,
+        "bytes (keys and values)",
+    )
 }
 
 /// A metadata name: length, no control character (names are logged, one per line).
@@ -313,8 +321,16 @@ fn resources(field: &str, r: &proto::LinuxContainerResources) -> Result<(), CriE
         len(&unified, k, 255)?;
         len(&unified, v, MAX_CGROUP_VALUE)?;
     }
-    len(&format!("{field}.cpuset_cpus"), &r.cpuset_cpus, MAX_CGROUP_VALUE)?;
-    len(&format!("{field}.cpuset_mems"), &r.cpuset_mems, MAX_CGROUP_VALUE)
+    len(
+        &format!("{field}.cpuset_cpus"),
+        &r.cpuset_cpus,
+        MAX_CGROUP_VALUE,
+    )?;
+    len(
+        &format!("{field}.cpuset_mems"),
+        &r.cpuset_mems,
+        MAX_CGROUP_VALUE,
+    )
 }
 
 /// RunPodSandbox's config and runtime handler.
@@ -337,9 +353,17 @@ pub fn sandbox(c: &proto::PodSandboxConfig, runtime_handler: &str) -> Result<(),
         for (i, s) in dns.servers.iter().enumerate() {
             word(&format!("config.dns_config.servers[{i}]"), s, MAX_DNS_ENTRY)?;
         }
-        count("config.dns_config.searches", &dns.searches, MAX_DNS_SEARCHES)?;
+        count(
+            "config.dns_config.searches",
+            &dns.searches,
+            MAX_DNS_SEARCHES,
+        )?;
         for (i, s) in dns.searches.iter().enumerate() {
-            word(&format!("config.dns_config.searches[{i}]"), s, MAX_DNS_ENTRY)?;
+            word(
+                &format!("config.dns_config.searches[{i}]"),
+                s,
+                MAX_DNS_ENTRY,
+            )?;
         }
         // As kubelet counts: the domains joined by single spaces.
         let chars = dns.searches.iter().map(String::len).sum::<usize>()
@@ -355,19 +379,11 @@ pub fn sandbox(c: &proto::PodSandboxConfig, runtime_handler: &str) -> Result<(),
             word(&format!("config.dns_config.options[{i}]"), s, MAX_DNS_ENTRY)?;
         }
     }
-    count(
-        "config.port_mappings",
-        &c.port_mappings,
-        MAX_PORT_MAPPINGS,
-    )?;
+    count("config.port_mappings", &c.port_mappings, MAX_PORT_MAPPINGS)?;
     labels("config.labels", c.labels.iter())?;
     annotations("config.annotations", c.annotations.iter())?;
     if let Some(linux) = &c.linux {
-        len(
-            "config.linux.cgroup_parent",
-            &linux.cgroup_parent,
-            MAX_PATH,
-        )?;
+        len("config.linux.cgroup_parent", &linux.cgroup_parent, MAX_PATH)?;
         no_nul("config.linux.cgroup_parent", &linux.cgroup_parent)?;
         at_most(
             "config.linux.sysctls",
@@ -431,22 +447,36 @@ pub fn container(c: &proto::ContainerConfig) -> Result<(), CriError> {
 
     count("config.mounts", &c.mounts, MAX_MOUNTS)?;
     for (i, m) in c.mounts.iter().enumerate() {
-        absolute_path(&format!("config.mounts[{i}].container_path"), &m.container_path)?;
+        absolute_path(
+            &format!("config.mounts[{i}].container_path"),
+            &m.container_path,
+        )?;
         // An image volume names no host path.
         if m.image.is_none() || !m.host_path.is_empty() {
             host_path(&format!("config.mounts[{i}].host_path"), &m.host_path)?;
         }
         if let Some(image) = &m.image {
-            len(&format!("config.mounts[{i}].image.image"), &image.image, MAX_PATH)?;
+            len(
+                &format!("config.mounts[{i}].image.image"),
+                &image.image,
+                MAX_PATH,
+            )?;
         }
     }
     count("config.devices", &c.devices, MAX_DEVICES)?;
     for (i, d) in c.devices.iter().enumerate() {
         if !d.container_path.is_empty() {
-            absolute_path(&format!("config.devices[{i}].container_path"), &d.container_path)?;
+            absolute_path(
+                &format!("config.devices[{i}].container_path"),
+                &d.container_path,
+            )?;
         }
         host_path(&format!("config.devices[{i}].host_path"), &d.host_path)?;
-        len(&format!("config.devices[{i}].permissions"), &d.permissions, 3)?;
+        len(
+            &format!("config.devices[{i}].permissions"),
+            &d.permissions,
+            3,
+        )?;
     }
     count("config.cdi_devices", &c.cdi_devices, MAX_CDI_DEVICES)?;
     for (i, d) in c.cdi_devices.iter().enumerate() {
@@ -530,7 +560,11 @@ pub fn container(c: &proto::ContainerConfig) -> Result<(), CriError> {
         }
     }
     if let Some(ns) = &sc.namespace_options {
-        name(&format!("{SC}.namespace_options.target_id"), &ns.target_id, 128)?;
+        name(
+            &format!("{SC}.namespace_options.target_id"),
+            &ns.target_id,
+            128,
+        )?;
     }
     Ok(())
 }

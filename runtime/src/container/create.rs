@@ -224,7 +224,9 @@ impl Containers {
             },
             exit_file: bundle.join(super::EXIT_FILE),
             log_path: log_path.clone(),
-            log_dir: log_path.as_ref().map(|_| log_dir(&pod.config.log_directory)),
+            log_dir: log_path
+                .as_ref()
+                .map(|_| log_dir(&pod.config.log_directory)),
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin_once,

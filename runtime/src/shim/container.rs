@@ -150,7 +150,12 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ErrorReply {
 /// symlink on the way, a file where a dir should be) is the request's or the host's fault,
 /// `escape` (InvalidArgument naming the log path at create, FailedPrecondition at reopen);
 /// anything else is Internal.
-fn log_error(what: &str, path: &std::path::Path, e: std::io::Error, escape: ErrorCode) -> ErrorReply {
+fn log_error(
+    what: &str,
+    path: &std::path::Path,
+    e: std::io::Error,
+    escape: ErrorCode,
+) -> ErrorReply {
     let escaped = e.kind() == std::io::ErrorKind::InvalidInput
         || matches!(
             e.raw_os_error(),
@@ -159,8 +164,9 @@ fn log_error(what: &str, path: &std::path::Path, e: std::io::Error, escape: Erro
     if !escaped {
         return internal(&format!("{what} the log {}", path.display()), e);
     }
+    // The field in the text too: the shim's error reaches the client as its message.
     let message = format!(
-        "{what} the log {}: {e} (it must stay beneath the pod's log directory, through no symlink)",
+        "config.log_path: {what} the log {}: {e} (it must stay beneath the pod's log directory, through no symlink)",
         path.display()
     );
     match escape {

@@ -59,7 +59,12 @@ pub fn close_range(first: u32, last: u32) -> bool {
 }
 
 /// openat(2) relative to `dir`.
-pub fn openat(dir: BorrowedFd<'_>, path: &Path, flags: OFlag, mode: Mode) -> Result<OwnedFd, Errno> {
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
     let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), path, flags, mode)?;
     // SAFETY: openat just returned this fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

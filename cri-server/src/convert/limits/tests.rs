@@ -170,7 +170,9 @@ fn log_directory_and_log_path() {
         "/var/log/..",
         "/var/log/\0x",
     ] {
-        pod_bad("config.log_directory", None, |c| c.log_directory = bad.into());
+        pod_bad("config.log_directory", None, |c| {
+            c.log_directory = bad.into()
+        });
     }
 
     ctr_ok(|c| c.log_path = String::new());
@@ -256,17 +258,19 @@ fn dns_config_as_kubelet_bounds_it() {
     pod_bad("config.dns_config.searches", Some(MAX_DNS_SEARCHES), |c| {
         dns(c).searches = vec!["a".into(); MAX_DNS_SEARCHES + 1]
     });
-    pod_bad("config.dns_config.searches", Some(MAX_DNS_SEARCH_CHARS), |c| {
-        let mut s = vec![n(63); MAX_DNS_SEARCHES];
-        s[0].push('a');
-        s[1].push('a');
-        dns(c).searches = s
-    });
     pod_bad(
-        "config.dns_config.searches[0]",
-        Some(MAX_DNS_ENTRY),
-        |c| dns(c).searches = vec![n(MAX_DNS_ENTRY + 1)],
+        "config.dns_config.searches",
+        Some(MAX_DNS_SEARCH_CHARS),
+        |c| {
+            let mut s = vec![n(63); MAX_DNS_SEARCHES];
+            s[0].push('a');
+            s[1].push('a');
+            dns(c).searches = s
+        },
     );
+    pod_bad("config.dns_config.searches[0]", Some(MAX_DNS_ENTRY), |c| {
+        dns(c).searches = vec![n(MAX_DNS_ENTRY + 1)]
+    });
     pod_ok(|c| dns(c).options = vec!["ndots:5".into(); MAX_DNS_OPTIONS]);
     pod_bad("config.dns_config.options", Some(MAX_DNS_OPTIONS), |c| {
         dns(c).options = vec!["ndots:5".into(); MAX_DNS_OPTIONS + 1]
@@ -365,7 +369,12 @@ fn environment_strings_and_total() {
     // The total: 16 strings of 65536 (with "Kxx=" and NUL) are exactly 1 MiB.
     let total = |extra: usize| {
         (0..16)
-            .map(|i| kv(&format!("K{i:02}"), n(65536 - 5 + usize::from(i == 0) * extra)))
+            .map(|i| {
+                kv(
+                    &format!("K{i:02}"),
+                    n(65536 - 5 + usize::from(i == 0) * extra),
+                )
+            })
             .collect::<Vec<_>>()
     };
     ctr_ok(|c| c.envs = total(0));
@@ -389,15 +398,11 @@ fn command_args_and_exec_cmd() {
         c.command = half.clone();
         c.args = half.clone();
     });
-    ctr_bad(
-        "config.command + config.args",
-        Some(MAX_ARGV_TOTAL),
-        |c| {
-            c.command = half.clone();
-            c.args = half.clone();
-            c.args.push(String::new());
-        },
-    );
+    ctr_bad("config.command + config.args", Some(MAX_ARGV_TOTAL), |c| {
+        c.command = half.clone();
+        c.args = half.clone();
+        c.args.push(String::new());
+    });
 
     ok(exec_cmd(&vec![n(65535); 16]));
     let mut over = vec![n(65535); 16];
