@@ -221,6 +221,7 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
 
 /// The request's ContainerConfig, checked for shape, in the runtime's terms.
 pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, CriError> {
+    super::limits::container(c)?;
     let meta = c
         .metadata
         .as_ref()

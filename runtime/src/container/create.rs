@@ -237,10 +237,9 @@ impl Containers {
             "cgroup made"
         );
 
-        let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
-            (_, "") => None,
-            ("", rel) => Some(PathBuf::from("/").join(rel)),
-            (dir, rel) => Some(PathBuf::from(dir).join(rel)),
+        let log_path = match config.log_path.as_str() {
+            "" => None,
+            rel => Some(log_dir(&pod.config.log_directory).join(rel)),
         };
         let request = CreateContainer {
             id: id.to_string(),
@@ -253,6 +252,9 @@ impl Containers {
             },
             exit_file: bundle.join(super::EXIT_FILE),
             log_path: log_path.clone(),
+            log_dir: log_path
+                .as_ref()
+                .map(|_| log_dir(&pod.config.log_directory)),
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin_once,
@@ -357,5 +359,14 @@ impl Containers {
 pub(super) fn default_parent_cleanup() {
     if let Ok(cg) = Cgroup::new(DEFAULT_CGROUP_PARENT) {
         cg.delete_if_unused();
+    }
+}
+
+/// The pod's log directory (`/` when it names none), which the shim opens the log file
+/// beneath.
+fn log_dir(dir: &str) -> PathBuf {
+    match dir {
+        "" => PathBuf::from("/"),
+        dir => PathBuf::from(dir),
     }
 }
