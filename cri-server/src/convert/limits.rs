@@ -17,17 +17,20 @@ use crate::status::CriError;
 pub const MAX_PATH: usize = 4095;
 /// Pod names are DNS-1123 subdomains in Kubernetes (`ValidatePodName`).
 pub const MAX_POD_NAME: usize = 253;
-/// Namespaces are DNS-1123 labels in Kubernetes (`ValidateNamespaceName`).
-pub const MAX_NAMESPACE: usize = 63;
+/// Namespaces are DNS-1123 labels (63) in Kubernetes (`ValidateNamespaceName`), but other
+/// CRI clients (critest: a name plus a UUID) send longer ones: a DNS-1123 subdomain's 253.
+pub const MAX_NAMESPACE: usize = 253;
 /// Kubernetes makes UIDs as RFC 4122 UUIDs (36 characters; static pods get a 32-digit
 /// hash) and validates no length: 128 leaves room for other clients.
 pub const MAX_UID: usize = 128;
-/// Container names are DNS-1123 labels in Kubernetes (`validateContainers`).
-pub const MAX_CONTAINER_NAME: usize = 63;
+/// Container names are DNS-1123 labels (63) in Kubernetes (`validateContainers`), but
+/// other CRI clients send longer ones (critest: a name plus a UUID, 64-72 bytes); a
+/// DNS-1123 subdomain's 253 bounds them all.
+pub const MAX_CONTAINER_NAME: usize = 253;
 /// HOST_NAME_MAX: sethostname(2) refuses a longer name.
 pub const MAX_HOSTNAME: usize = 64;
-/// RuntimeClass handlers are DNS-1123 labels in Kubernetes.
-pub const MAX_RUNTIME_HANDLER: usize = 63;
+/// RuntimeClass handlers are DNS-1123 labels in Kubernetes; 253 for other clients.
+pub const MAX_RUNTIME_HANDLER: usize = 253;
 /// Label keys are qualified names (`IsQualifiedName`): an optional DNS-1123 subdomain
 /// prefix of at most 253, a '/', and a name of at most 63.
 pub const MAX_LABEL_KEY_PREFIX: usize = 253;
