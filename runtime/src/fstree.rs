@@ -90,7 +90,10 @@ pub(crate) fn truncated(name: &[u8]) -> String {
     if text.len() <= 64 {
         return text.into_owned();
     }
-    let cut = (0..=64).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let cut = (0..=64)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     format!("{}…", &text[..cut])
 }
 
@@ -511,7 +514,11 @@ mod tests {
         walk(dir, id, &mut peak)?;
         // The window, the root, and the one being read.
         assert!(peak.0 >= 10, "the walk went deep: {}", peak.0);
-        assert!(peak.0 <= MAX_OPEN_DIRS + 2, "{} fds open at the peak", peak.0);
+        assert!(
+            peak.0 <= MAX_OPEN_DIRS + 2,
+            "{} fds open at the peak",
+            peak.0
+        );
         Ok(())
     }
 
