@@ -192,6 +192,21 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_gnu_long_name_is_refused_before_it_is_buffered() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Claims 1 GiB; the tar crate would read it all into memory.
+        let mut h = header(EntryType::GNULongName, 1 << 30);
+        h.set_path("././@LongLink").unwrap();
+        h.set_cksum();
+        let mut tar = h.as_bytes().to_vec();
+        tar.extend(vec![b'a'; 4096]);
+        refused(
+            unpack_layer_within(tar.as_slice(), tmp.path(), &ImageLimits::default()),
+            "max_path_bytes",
+        );
+    }
+
+    #[test]
     fn entries_are_bounded() {
         let tmp = tempfile::tempdir().unwrap();
         let many = |n: usize| {

@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
+mod targuard;
 pub mod unpack;
 
 mod pull;

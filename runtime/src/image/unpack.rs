@@ -29,6 +29,7 @@ use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags
 use tar::{Archive, Entry, EntryType};
 
 use super::limits::{ImageLimits, LimitExceeded};
+use super::targuard::TarGuard;
 use crate::fstree::truncated;
 
 /// Counts of what was written.
@@ -103,7 +104,9 @@ pub fn unpack_layer_within<R: std::io::Read>(
         stats: UnpackStats::default(),
         buf: vec![0; COPY_BUF_LEN],
     };
-    let mut archive = Archive::new(tar);
+    // The guard refuses long-name and PAX members too large to buffer, before the tar crate
+    // reads them whole.
+    let mut archive = Archive::new(TarGuard::new(tar, limits.max_path_bytes.into()));
     let mut seen: u64 = 0;
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
