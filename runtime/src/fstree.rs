@@ -32,10 +32,10 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-type Id = (u64, u64);
+type Id = (libc::dev_t, libc::ino_t);
 
 fn id_of(stat: &FileStat) -> Id {
-    (stat.st_dev as u64, stat.st_ino as u64)
+    (stat.st_dev, stat.st_ino)
 }
 
 fn is_dir(stat: &FileStat) -> bool {
@@ -266,7 +266,7 @@ pub struct Usage {
 }
 
 struct Counter {
-    dev: u64,
+    dev: libc::dev_t,
     usage: Usage,
     /// Only files with more than one link can be met twice; remember just those.
     linked: HashSet<Id>,
@@ -282,7 +282,7 @@ impl Counter {
 
 impl Visitor for Counter {
     fn leaf(&mut self, _dir: RawFd, _name: &OsStr, stat: &FileStat) -> io::Result<()> {
-        if stat.st_dev as u64 != self.dev {
+        if stat.st_dev != self.dev {
             return Ok(());
         }
         if stat.st_nlink > 1 && !self.linked.insert(id_of(stat)) {
@@ -294,7 +294,7 @@ impl Visitor for Counter {
 
     fn subdir(&mut self, stat: &FileStat) -> bool {
         // A mount inside the tree is another filesystem's usage.
-        if stat.st_dev as u64 != self.dev {
+        if stat.st_dev != self.dev {
             return false;
         }
         self.count(stat);
@@ -321,7 +321,7 @@ impl Visitor for Counter {
 pub fn disk_usage(root: &Path) -> io::Result<Usage> {
     let stat = nix::sys::stat::lstat(root).map_err(io::Error::from)?;
     let mut counter = Counter {
-        dev: stat.st_dev as u64,
+        dev: stat.st_dev,
         usage: Usage::default(),
         linked: HashSet::new(),
         first_error: None,
@@ -553,7 +553,10 @@ mod tests {
         let root = tmp.path().join("layer");
         std::fs::create_dir_all(root.join("ro/locked"))?;
         std::fs::write(root.join("ro/locked/f"), b"x")?;
-        std::fs::set_permissions(root.join("ro/locked"), std::fs::Permissions::from_mode(0))?;
+        std::fs::set_permissions(
+            root.join("ro/locked"),
+            std::fs::Permissions::from_mode(0o000),
+        )?;
         std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o555))?;
         remove_tree(&root)?;
         assert!(!root.exists());

@@ -302,7 +302,7 @@ mod tests {
         // A removal a kill cut short, and an unpack a kill interrupted.
         std::fs::create_dir_all(snapshots.root().join(".trash-bb-1/z")).unwrap();
         std::fs::create_dir_all(snapshots.root().join(".tmp-0123/z")).unwrap();
-        assert_eq!(snapshots.list().unwrap(), [diff_id.clone()]);
+        assert_eq!(snapshots.list().unwrap(), vec![diff_id.clone()]);
 
         snapshots.remove(&diff_id).unwrap();
         assert!(!snapshots.contains(&diff_id));

@@ -376,8 +376,7 @@ fn write_file<R: Read>(
     name: &OsStr,
     host: &Path,
     buf: &mut [u8],
-    budget: u64,
-    limit: u64,
+    (budget, limit): (u64, u64),
 ) -> Result<u64, UnpackError> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -796,8 +795,7 @@ impl Snapshot<'_> {
                     name,
                     &host,
                     &mut progress.buf,
-                    budget,
-                    limit,
+                    (budget, limit),
                 )?;
                 self.apply_meta(&parent, name, &host, &meta, true)?;
                 progress.stats.bytes += written;
