@@ -22,6 +22,11 @@ const MAX_LAYER_BYTES: u64 = 256 << 20;
 
 /// A registry plus a corrald with lowered image bounds, on this file's bridge and subnet.
 async fn setup(test: &str) -> Result<Option<(Registry, Daemon, Cri)>> {
+    setup_with(test, "").await
+}
+
+/// [`setup`] with more `[image]` keys.
+async fn setup_with(test: &str, image_keys: &str) -> Result<Option<(Registry, Daemon, Cri)>> {
     if !have_root(test) {
         return Ok(None);
     }
@@ -35,7 +40,7 @@ async fn setup(test: &str) -> Result<Option<(Registry, Daemon, Cri)>> {
     let reg = Registry::start(RegistryOptions::default()).await?;
     let config = format!(
         "[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n\
-         [image]\nmax_layer_entries = {MAX_ENTRIES}\nmax_layer_bytes = {MAX_LAYER_BYTES}\n\
+         [image]\nmax_layer_entries = {MAX_ENTRIES}\nmax_layer_bytes = {MAX_LAYER_BYTES}\n{image_keys}\n\
          [network]\nbridge = \"crtup{n}\"\nsubnet = \"10.226.{n}.0/24\"\n",
         reg.url()
     );
@@ -349,5 +354,117 @@ async fn an_unwalkable_snapshot_fails_no_call() -> Result<()> {
     );
     fs_info(&mut cri).await?;
     service_is_healthy(&reg, &daemon, &mut cri, "the broken snapshot").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn manifests_past_the_bounds_are_refused_naming_the_bound() -> Result<()> {
+    let keys = "max_layers = 20\nmax_index_depth = 1\nmax_index_entries = 64\n\
+                max_manifest_bytes = 32768\nmax_config_bytes = 16384\n";
+    let Some((reg, daemon, mut cri)) = setup_with("manifests_past_the_bounds", keys).await? else {
+        return Ok(());
+    };
+    let tiny = |i: usize| {
+        Layer::builder()
+            .file(&format!("f{i}"), format!("{i}\n"), 0o644)
+            .build(Compression::Gzip)
+    };
+    Image {
+        layers: (0..21).map(tiny).collect(),
+        config: ImageConfig::default(),
+        media_types: MediaTypes::Oci,
+    }
+    .push(&reg, "hostile/layers", &["v1"])
+    .await?;
+
+    let big_label = ImageConfig {
+        labels: [("big".to_string(), "x".repeat(20_000))].into(),
+        ..ImageConfig::default()
+    };
+    Image::busybox(big_label)?
+        .push(&reg, "hostile/config", &["v1"])
+        .await?;
+
+    // An index of an index: one level more than allowed here.
+    let busybox = Image::busybox(ImageConfig::default())?;
+    let (inner, inner_bytes, children) = images::push_index_bytes(
+        &reg,
+        "hostile/nested",
+        "inner",
+        MediaTypes::Oci,
+        &[(images::Platform::host(), &busybox)],
+    )
+    .await?;
+    let index_type = MediaTypes::Oci.index();
+    let outer = json!({
+        "schemaVersion": 2,
+        "mediaType": index_type,
+        "manifests": [{
+            "mediaType": index_type,
+            "digest": inner,
+            "size": inner_bytes.len(),
+            "platform": {"architecture": images::host_arch(), "os": "linux"},
+        }],
+    });
+    images::put_manifest(
+        &reg,
+        "hostile/nested",
+        "v1",
+        index_type,
+        &serde_json::to_vec(&outer)?,
+    )
+    .await?;
+
+    // Indexes listing many manifests (the same one, which the registry insists exists):
+    // too many entries, then too many bytes.
+    let child = children.first().context("no child pushed")?;
+    let index_of = |n: usize| -> Result<Vec<u8>> {
+        let entries: Vec<_> = (0..n)
+            .map(|i| {
+                json!({
+                    "mediaType": child.manifest_media_type,
+                    "digest": child.manifest_digest,
+                    "size": child.manifest_bytes.len(),
+                    "platform": {"architecture": "riscv64", "os": "linux", "variant": format!("v{i}")},
+                })
+            })
+            .collect();
+        Ok(serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": index_type, "manifests": entries}),
+        )?)
+    };
+    let wide = index_of(100)?;
+    ensure!(wide.len() < 32768, "{} bytes", wide.len());
+    images::put_manifest(&reg, "hostile/nested", "wide", index_type, &wide).await?;
+    let huge = index_of(250)?;
+    ensure!(huge.len() > 32768, "{} bytes", huge.len());
+    images::put_manifest(&reg, "hostile/nested", "huge", index_type, &huge).await?;
+
+    for (repo, bound) in [
+        ("hostile/layers:v1", "image.max_layers"),
+        ("hostile/config:v1", "image.max_config_bytes"),
+        ("hostile/nested:v1", "image.max_index_depth"),
+        ("hostile/nested:wide", "image.max_index_entries"),
+        ("hostile/nested:huge", "image.max_manifest_bytes"),
+    ] {
+        let err = cri
+            .pull(repo, None)
+            .await
+            .err()
+            .with_context(|| format!("{repo} was pulled"))?;
+        eprintln!("{repo}: {}", err.message());
+        assert_eq!(err.code(), Code::DataLoss, "{repo}: {err:?}");
+        assert!(err.message().contains(bound), "{repo}: {}", err.message());
+        assert!(cri.list_images().await?.is_empty(), "{repo} left an image");
+        assert!(
+            snapshot_entries(&daemon).is_empty(),
+            "{repo}: {:?}",
+            snapshot_entries(&daemon)
+        );
+    }
+    // One level of index is within the bound.
+    let id = cri.pull("hostile/nested:inner", None).await?;
+    cri.remove_image(&id).await?;
+    service_is_healthy(&reg, &daemon, &mut cri, "the manifests").await?;
     Ok(())
 }
