@@ -45,6 +45,11 @@ pub struct Config {
     /// `127.0.0.1:9109`. Empty (the default): no metrics endpoint. The endpoint has no
     /// authentication, so keep it on loopback or a trusted network.
     pub metrics_address: String,
+    /// How long a starting corrald waits for `<root>/corrald.lock` while another (say one
+    /// that was just killed and is still exiting) holds it, before giving up.
+    pub root_lock_wait_seconds: u64,
+    /// Where CDI device specs are read from; a later directory wins over an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -60,6 +65,11 @@ impl Default for Config {
             image: ImageLimits::default(),
             network: NetworkConfig::default(),
             metrics_address: String::new(),
+            root_lock_wait_seconds: 30,
+            cdi_spec_dirs: runtime::container::cdi::DEFAULT_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -185,6 +195,17 @@ mod tests {
             ImageLimits::default().max_layer_bytes
         );
         assert!(Config::parse("[image]\nmax_dept = 64\n").is_err());
+    }
+
+    #[test]
+    fn cdi_spec_dirs_default_and_override() {
+        let d = Config::parse("").unwrap().cdi_spec_dirs;
+        assert_eq!(
+            d,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        let c = Config::parse("cdi_spec_dirs = [\"/tmp/cdi\"]").unwrap();
+        assert_eq!(c.cdi_spec_dirs, [PathBuf::from("/tmp/cdi")]);
     }
 
     #[test]

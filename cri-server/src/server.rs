@@ -26,32 +26,50 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Holds `<root>/corrald.lock` for the life of the daemon, so a second corrald on the same
-/// root stops at once with a clear message instead of corrupting the store.
+/// root never corrupts the store: it waits for the first to be gone, then gives up with a
+/// clear message.
 pub struct RootLock {
     _lock: Flock<File>,
 }
 
 impl RootLock {
-    pub fn acquire(root: &Path) -> anyhow::Result<RootLock> {
+    /// Waits up to `wait` while another process holds the lock: a `kill -9`ed daemon holds
+    /// it until its last thread has exited (tens of milliseconds, longer under load); a
+    /// second daemon that is really running holds it for good, and this one then gives up.
+    pub fn acquire(root: &Path, wait: std::time::Duration) -> anyhow::Result<RootLock> {
         let path = root.join("corrald.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                bail!(
-                    "another corrald (pid {}) is already running with root {}",
-                    owner.trim(),
-                    root.display()
-                );
+        let deadline = std::time::Instant::now() + wait;
+        let mut logged = false;
+        let mut lock = loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let owner = owner.trim();
+                    if std::time::Instant::now() >= deadline {
+                        bail!(
+                            "another corrald (pid {owner}) is already running with root {} (waited {}s)",
+                            root.display(),
+                            wait.as_secs()
+                        );
+                    }
+                    if !logged {
+                        tracing::warn!(holder = %owner, root = %root.display(), "waiting for the root lock (a previous corrald may still be exiting)");
+                        logged = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err((_, e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()))
+                }
             }
-            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
         };
         lock.set_len(0).context("truncating lock file")?;
         write!(lock, "{}", std::process::id()).context("writing lock file")?;
@@ -70,7 +88,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let socket = config.socket_path()?;
     create_dir(&config.root, 0o711)?;
     create_dir(&config.state, 0o711)?;
-    let _lock = RootLock::acquire(&config.root)?;
+    let _lock = RootLock::acquire(
+        &config.root,
+        std::time::Duration::from_secs(config.root_lock_wait_seconds),
+    )?;
 
     let db = Arc::new(Db::open(&config.root.join("metadata.db"))?);
     let images = ImageStore::open(
@@ -84,7 +105,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the sandbox store")?;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
-        .context("opening the container store")?;
+        .context("opening the container store")?
+        .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());
     let service = CriService::new(config.clone(), images, sandboxes, containers);
     // Before the CRI socket, so a metrics address that can't be bound stops start-up with
     // nothing for kubelet to connect to.

@@ -171,6 +171,17 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL and start a new corrald at once, without waiting for the killed one to be
+    /// gone (as a supervisor restarting a crashed daemon would): the new one must wait for
+    /// the root lock. The old process is reaped on a thread of its own.
+    pub async fn crash_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            std::thread::spawn(move || c.wait());
+        }
+        self.spawn().await
+    }
+
     /// Start again on the same root and state, as after a crash or an upgrade.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

@@ -656,7 +656,8 @@ async fn a_second_daemon_on_the_same_root_refuses_to_start() -> Result<()> {
     if !have_root("a_second_daemon") {
         return Ok(());
     }
-    let daemon = Daemon::start("").await?;
+    let daemon = Daemon::start("root_lock_wait_seconds = 1\n").await?;
+    let started = std::time::Instant::now();
     let out = std::process::Command::new(e2e::daemon::corrald_binary()?)
         .arg("--config")
         .arg(&daemon.config)
@@ -666,6 +667,11 @@ async fn a_second_daemon_on_the_same_root_refuses_to_start() -> Result<()> {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already running"), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the root lock"),
+        "it waited first: {stderr}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     // The first daemon still serves.
     let mut cri = daemon.client().await?;
     let v = cri

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use e2e::cgroups::{memory_dir, KubeletParent};
 use e2e::client::{spec, Cri};
 use e2e::daemon::Daemon;
 use e2e::images::{Image, ImageConfig};
@@ -47,60 +48,11 @@ async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
     }))
 }
 
-/// The memory controller's directory for a cgroup path, on v1 (or hybrid) and v2 hosts.
-fn memory_dir(path: &str) -> PathBuf {
-    let rel = path.trim_start_matches('/');
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        Path::new("/sys/fs/cgroup").join(rel)
-    } else {
-        Path::new("/sys/fs/cgroup/memory").join(rel)
-    }
-}
-
 fn memory_limit_file(dir: &Path) -> PathBuf {
     if dir.join("memory.max").exists() {
         dir.join("memory.max")
     } else {
         dir.join("memory.limit_in_bytes")
-    }
-}
-
-/// A parent cgroup made by the test (as kubelet makes its pod cgroups) in every hierarchy,
-/// removed with whatever is left below it when the test ends, even when it failed.
-struct KubeletParent(String);
-
-impl KubeletParent {
-    fn make(path: &str) -> Result<KubeletParent> {
-        let rel = path.trim_start_matches('/');
-        for e in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
-            let root = e.path();
-            if root.join("cgroup.procs").exists() {
-                std::fs::create_dir_all(root.join(rel))?;
-            }
-        }
-        if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
-            std::fs::create_dir_all(Path::new("/sys/fs/cgroup").join(rel))?;
-        }
-        Ok(KubeletParent(path.to_string()))
-    }
-}
-
-impl Drop for KubeletParent {
-    fn drop(&mut self) {
-        let rel = self.0.trim_start_matches('/');
-        let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        roots.push("/sys/fs/cgroup".into());
-        for root in roots {
-            let dir = root.join(rel);
-            if let Ok(children) = std::fs::read_dir(&dir) {
-                for c in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
     }
 }
 
@@ -269,11 +221,7 @@ async fn pods_sharing_a_parent_are_independent() -> Result<()> {
         memory_dir(&parent).is_dir(),
         "a parent the caller made was removed"
     );
-    let left: Vec<_> = std::fs::read_dir(memory_dir(&parent))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name())
-        .collect();
+    let left = e2e::cgroups::children(&parent);
     ensure!(left.is_empty(), "cgroups left below the parent: {left:?}");
     Ok(())
 }

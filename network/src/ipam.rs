@@ -260,7 +260,6 @@ impl Ipam {
     }
 
     /// Every allocation, pod id first.
-    #[cfg(test)]
     pub(crate) fn list(&self) -> Result<Vec<(String, Allocation)>> {
         let txn = self.db.begin_read().map_err(Error::store)?;
         let table = match txn.open_table(ALLOCATIONS) {

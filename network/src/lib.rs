@@ -347,6 +347,12 @@ impl Network {
         Ok(())
     }
 
+    /// The pods that hold an address (and so may hold rules and a veth): what the start-up
+    /// reconciliation compares with the pods it knows.
+    pub fn attached_pods(&self) -> Result<Vec<String>> {
+        Ok(self.ipam.list()?.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// The pod's address, as persisted (also after a daemon restart).
     pub fn pod_ip(&self, pod_id: &str) -> Result<Option<Ipv4Addr>> {
         Ok(self.ipam.get(pod_id)?.map(|a| a.ip))

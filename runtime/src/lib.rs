@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod fstree;
 pub mod image;
+mod intent;
 pub mod locks;
 pub mod sandbox;
 pub mod shim;

@@ -257,11 +257,8 @@ fn hugepage_limit_lands_where_hugetlb_is() {
     };
     match cg.fs_path("hugetlb") {
         None => {
-            eprintln!("no hugetlb controller on this host: the limit must be refused");
-            assert!(matches!(
-                cg.apply(&res),
-                Err(CgroupError::ControllerUnavailable { .. })
-            ));
+            eprintln!("no hugetlb controller on this host: the limit is skipped");
+            cg.apply(&res).unwrap();
         }
         Some(dir) => {
             cg.apply(&res).unwrap();

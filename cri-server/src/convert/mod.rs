@@ -3,5 +3,6 @@
 pub mod container;
 pub mod container_status;
 pub mod image;
+pub mod resources;
 pub mod sandbox;
 pub mod stats;

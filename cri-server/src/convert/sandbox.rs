@@ -8,6 +8,7 @@ use runtime::sandbox::{
     DnsConfig, NamespaceMode, PortMapping, Protocol, SandboxConfig, SandboxRecord, SandboxState,
 };
 
+use super::resources::resources;
 use crate::status::CriError;
 
 pub fn namespace_mode(v: i32, field: &'static str) -> Result<NamespaceMode, CriError> {
@@ -124,40 +125,6 @@ pub fn sandbox_config(
         sysctls: linux.sysctls.into_iter().collect(),
         runtime_handler,
         resources,
-    })
-}
-
-/// CRI resources → cgroup limits. CRI's zero means "not set" for every field.
-pub fn resources(
-    r: &proto::LinuxContainerResources,
-    field: &'static str,
-) -> Result<runtime::cgroups::Resources, CriError> {
-    let positive = |v: i64, what: &str| -> Result<Option<u64>, CriError> {
-        match v {
-            0 => Ok(None),
-            v if v > 0 => Ok(Some(v as u64)),
-            v => Err(CriError::invalid(field, format!("{what} {v} is negative"))),
-        }
-    };
-    let mut hugepage_limits = Vec::new();
-    for h in &r.hugepage_limits {
-        hugepage_limits.push((h.page_size.clone(), h.limit));
-    }
-    Ok(runtime::cgroups::Resources {
-        cpu_shares: positive(r.cpu_shares, "cpu_shares")?,
-        cpu_quota: Some(r.cpu_quota).filter(|q| *q != 0),
-        cpu_period: positive(r.cpu_period, "cpu_period")?,
-        memory_limit: Some(r.memory_limit_in_bytes).filter(|m| *m != 0),
-        memory_swap_limit: Some(r.memory_swap_limit_in_bytes).filter(|m| *m != 0),
-        pids_limit: None,
-        cpuset_cpus: Some(r.cpuset_cpus.clone()).filter(|c| !c.is_empty()),
-        cpuset_mems: Some(r.cpuset_mems.clone()).filter(|c| !c.is_empty()),
-        hugepage_limits,
-        unified: r
-            .unified
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
     })
 }
 

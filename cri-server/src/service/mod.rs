@@ -360,8 +360,22 @@ impl RuntimeService for CriService {
         .await
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<proto::UpdateContainerResourcesRequest>,
+    ) -> R<proto::UpdateContainerResourcesResponse> {
+        let req = request.into_inner();
+        let span =
+            info_span!("cri", method = "UpdateContainerResources", container = %req.container_id);
+        unary(
+            "UpdateContainerResources",
+            span,
+            self.update_container_resources(req),
+        )
+        .await
+    }
+
     not_yet! {
-        update_container_resources(proto::UpdateContainerResourcesRequest) -> proto::UpdateContainerResourcesResponse = "UpdateContainerResources";
         exec(proto::ExecRequest) -> proto::ExecResponse = "Exec";
         attach(proto::AttachRequest) -> proto::AttachResponse = "Attach";
         port_forward(proto::PortForwardRequest) -> proto::PortForwardResponse = "PortForward";

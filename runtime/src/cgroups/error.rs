@@ -16,12 +16,6 @@ pub enum CgroupError {
     /// A resource value is malformed or contradicts another one.
     #[error("invalid {field}: {reason}")]
     InvalidResource { field: &'static str, reason: String },
-    /// A limit was asked for that no mounted hierarchy can enforce.
-    #[error("{field} needs the cgroup controller {controller:?}, which is not available for this cgroup on this host")]
-    ControllerUnavailable {
-        controller: String,
-        field: &'static str,
-    },
     /// The controller is there but this kernel lacks the file a limit needs
     /// (`memory.memsw.limit_in_bytes` without swap accounting).
     #[error("{field} needs {file}, which this kernel does not offer")]
@@ -43,6 +37,24 @@ pub enum CgroupError {
     },
     #[error("parsing {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
+    /// The kernel refused a device rule (EPERM: the parent cgroup does not allow it).
+    #[error("writing the device rule {rule:?} to {path}: {source}")]
+    DeviceRule {
+        path: PathBuf,
+        rule: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A `bpf(2)` step of the v2 device filter failed.
+    #[error("device filter: {op} on {path}: {source}{log}")]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+        /// The verifier's log, when it rejected the program.
+        log: String,
+    },
 }
 
 impl CgroupError {
@@ -55,11 +67,18 @@ impl CgroupError {
                 field: (*field).to_string(),
             },
             CgroupError::NotFound { .. } => ErrorKind::NotFound,
-            CgroupError::ControllerUnavailable { .. }
-            | CgroupError::Unsupported { .. }
+            CgroupError::Unsupported { .. }
             | CgroupError::NoHierarchy
             | CgroupError::Busy { .. } => ErrorKind::FailedPrecondition,
-            CgroupError::Io { .. } | CgroupError::Parse { .. } => ErrorKind::Internal,
+            CgroupError::DeviceRule { source, .. } | CgroupError::Bpf { source, .. }
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                ErrorKind::FailedPrecondition
+            }
+            CgroupError::Io { .. }
+            | CgroupError::Parse { .. }
+            | CgroupError::DeviceRule { .. }
+            | CgroupError::Bpf { .. } => ErrorKind::Internal,
         }
     }
 

@@ -12,8 +12,9 @@
 //!   go there when v1 has no hugetlb, and `cgroup.kill` works there.
 //!
 //! [`Resources`] come in v1 terms and are translated for v2 as runc does (`resources.rs`,
-//! pure and table-tested). A limit for a controller that no hierarchy offers is an error
-//! naming it, only when that limit is asked for.
+//! pure and table-tested). A limit for a controller that no hierarchy offers is skipped,
+//! with one warning per controller per process (see [`Cgroup::apply`]); a `unified` key
+//! for one is refused, naming the field.
 //!
 //! Every call here is blocking file I/O on cgroupfs (and [`Cgroup::kill_all`] and
 //! [`Cgroup::delete`] sleep briefly while waiting): call them from `spawn_blocking` in async
@@ -25,6 +26,7 @@
 //! need is a few dozen reads and writes, each of which we want to name its path in its
 //! error; so the file I/O is ours (`fs.rs`) and the tests drive it over tempdir fixtures.
 
+pub mod devices;
 mod error;
 mod fs;
 mod layout;
@@ -33,9 +35,9 @@ mod stats;
 mod v1;
 mod v2;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,7 @@ pub use resources::Resources;
 pub use stats::{CpuStats, MemoryStats, PidsStats, Stats};
 
 use layout::Layout;
-use resources::{Target, Write};
+use resources::{Absent, Target, Write};
 /// The flat-keyed file and "unlimited" conventions, for the stats readers outside.
 pub(crate) use stats::{keyed_value, V1_UNLIMITED};
 
@@ -78,6 +80,20 @@ pub enum CgroupMode {
 fn host_layout() -> &'static Arc<Layout> {
     static HOST: OnceLock<Arc<Layout>> = OnceLock::new();
     HOST.get_or_init(|| Arc::new(Layout::detect()))
+}
+
+/// Runs `log` the first time `key` is seen in this process: a host that lacks a controller
+/// lacks it for every container, and one line says so.
+fn warn_once(key: &str, log: impl FnOnce()) {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let first = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.to_string());
+    if first {
+        log();
+    }
 }
 
 /// The host's cgroup layout, detected on first use.
@@ -265,7 +281,11 @@ impl Cgroup {
     }
 
     /// Writes the limits. Every value is checked, and every file located, before the first
-    /// write.
+    /// write. A limit for a controller this cgroup cannot have (not mounted, not offered
+    /// on the cgroup2 side) or for a huge page size the host lacks is skipped with one
+    /// warning per process, not an error: kubelet sends hugepage limits for every size it
+    /// knows, on every host. `unified` keys are explicit requests for cgroup2 files, so
+    /// one whose controller is missing is refused, naming the field.
     pub fn apply(&self, r: &Resources) -> Result<()> {
         if !self.exists() {
             return Err(self.not_found());
@@ -283,24 +303,60 @@ impl Cgroup {
         };
         let located = self.locate(&plan)?;
         for (dir, w) in located.iter().zip(&plan) {
+            let Some(dir) = dir else {
+                continue;
+            };
             let file = dir.join(&w.file);
             match fs::write(&file, &w.value) {
                 Ok(()) => {}
-                Err(e) if e.is_not_found() && w.skip_if_absent => {}
-                Err(e) if e.is_not_found() => {
-                    return Err(CgroupError::Unsupported {
-                        file: w.file.clone(),
-                        field: w.field,
-                    })
-                }
+                Err(e) if e.is_not_found() => match w.absent {
+                    Absent::Ignore => {}
+                    Absent::Warn => warn_once(&w.file, || {
+                        tracing::warn!(
+                            cgroup = %self.path,
+                            file = %w.file,
+                            field = w.field,
+                            "this host's kernel has no such file (a huge page size it lacks?); the limit is skipped"
+                        )
+                    }),
+                    Absent::Fail => {
+                        return Err(CgroupError::Unsupported {
+                            file: w.file.clone(),
+                            field: w.field,
+                        })
+                    }
+                },
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
-    /// The directory each write goes to, or the error for a controller that isn't there.
-    fn locate(&self, plan: &[Write]) -> Result<Vec<PathBuf>> {
+    /// Applies the device rules (the OCI spec's `linux.resources.devices`, in order): to
+    /// the v1 `devices` hierarchy where there is one, else as a BPF program on the cgroup2
+    /// directory. A host with neither enforces nothing, and says so.
+    pub fn apply_devices(&self, rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        if !self.exists() {
+            return Err(self.not_found());
+        }
+        let v1 = self.v1_dir("devices");
+        let v2 = self
+            .unified_dir()
+            .filter(|_| self.layout.mode != CgroupMode::Legacy);
+        let target = match (&v1, &v2) {
+            (Some(dir), _) => devices::Target::V1(dir),
+            (None, Some(dir)) => devices::Target::V2(dir),
+            (None, None) => {
+                tracing::warn!(cgroup = %self.path, "no device controller: device rules not enforced");
+                return Ok(());
+            }
+        };
+        devices::apply(target, rules)
+    }
+
+    /// The directory each write goes to; None for a write to skip (its controller is not
+    /// available for this cgroup). A `unified` key without its controller is an error.
+    fn locate(&self, plan: &[Write]) -> Result<Vec<Option<PathBuf>>> {
         let needed: BTreeSet<&str> = plan
             .iter()
             .filter_map(|w| match &w.target {
@@ -316,21 +372,41 @@ impl Cgroup {
             }
             leaf_controllers = v2::controllers(&root.join(self.rel()))?;
         }
-        plan.iter()
-            .map(|w| {
-                let unavailable = |c: &str| CgroupError::ControllerUnavailable {
-                    controller: c.to_string(),
-                    field: w.field,
-                };
-                match &w.target {
-                    Target::V1(c) => self.v1_dir(c).ok_or_else(|| unavailable(c)),
-                    Target::Unified(c) => match self.unified_dir() {
-                        Some(dir) if c == "cgroup" || leaf_controllers.contains(c) => Ok(dir),
-                        _ => Err(unavailable(c)),
-                    },
+        let mut out = Vec::with_capacity(plan.len());
+        for w in plan {
+            let (controller, dir) = match &w.target {
+                Target::V1(c) => (*c, self.v1_dir(c)),
+                Target::Unified(c) => (
+                    c.as_str(),
+                    self.unified_dir()
+                        .filter(|_| c == "cgroup" || leaf_controllers.contains(c)),
+                ),
+            };
+            match dir {
+                Some(dir) => out.push(Some(dir)),
+                None if w.field == resources::F_UNIFIED => {
+                    return Err(CgroupError::InvalidResource {
+                        field: w.field,
+                        reason: format!(
+                            "{} needs the cgroup v2 controller {controller:?}, which is not available for this cgroup on this host",
+                            w.file
+                        ),
+                    })
                 }
-            })
-            .collect()
+                None => {
+                    warn_once(controller, || {
+                        tracing::warn!(
+                            cgroup = %self.path,
+                            controller,
+                            field = w.field,
+                            "the host offers no such cgroup controller; its limits are skipped"
+                        )
+                    });
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::{CgroupError, Result};
 
 const F_SHARES: &str = "linux.resources.cpu_shares";
@@ -17,11 +19,14 @@ const F_SWAP: &str = "linux.resources.memory_swap_limit_in_bytes";
 const F_PIDS: &str = "linux.resources.pids_limit";
 const F_CPUS: &str = "linux.resources.cpuset_cpus";
 const F_MEMS: &str = "linux.resources.cpuset_mems";
-const F_HUGEPAGES: &str = "linux.resources.hugepage_limits";
-const F_UNIFIED: &str = "linux.resources.unified";
+pub(crate) const F_HUGEPAGES: &str = "linux.resources.hugepage_limits";
+pub(crate) const F_UNIFIED: &str = "linux.resources.unified";
 
 /// Limits for a pod or container cgroup, in cgroup v1 terms (as the CRI and OCI give them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized in container records (every field defaults, so records stay readable as
+/// fields are added).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// v1 `cpu.shares`; v2 `cpu.weight` after conversion. 0 = not set.
     pub cpu_shares: Option<u64>,
@@ -60,9 +65,22 @@ pub(crate) struct Write {
     pub value: String,
     /// The request field this came from, for errors.
     pub field: &'static str,
-    /// The file may be missing without that being an error: a "no swap" or "unlimited
-    /// swap" setting on a kernel without swap accounting.
-    pub skip_if_absent: bool,
+    /// What a missing file means.
+    pub absent: Absent,
+}
+
+/// What [`super::Cgroup::apply`] does when a write's file is missing although its
+/// controller is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Absent {
+    /// An error naming the field: the kernel cannot enforce what was asked.
+    Fail,
+    /// Nothing to do: a "no swap" or "unlimited swap" setting on a kernel without swap
+    /// accounting asks for nothing the kernel must enforce.
+    Ignore,
+    /// Skipped with a warning, once: a huge page size this host does not have (kubelet
+    /// sends a limit for every size it knows of).
+    Warn,
 }
 
 impl Write {
@@ -72,7 +90,7 @@ impl Write {
             file: file.to_string(),
             value: value.to_string(),
             field,
-            skip_if_absent: false,
+            absent: Absent::Fail,
         }
     }
 
@@ -82,12 +100,19 @@ impl Write {
             file: file.to_string(),
             value: value.to_string(),
             field,
-            skip_if_absent: false,
+            absent: Absent::Fail,
         }
     }
 
     fn optional(mut self, yes: bool) -> Self {
-        self.skip_if_absent = yes;
+        if yes {
+            self.absent = Absent::Ignore;
+        }
+        self
+    }
+
+    fn warn_if_absent(mut self) -> Self {
+        self.absent = Absent::Warn;
         self
     }
 }
@@ -232,7 +257,8 @@ fn hugetlb_v2(r: &Resources) -> Result<Vec<Write>> {
                 &format!("hugetlb.{size}.max"),
                 limit,
                 F_HUGEPAGES,
-            ))
+            )
+            .warn_if_absent())
         })
         .collect()
 }
@@ -337,12 +363,15 @@ pub(crate) fn plan_v1(
     } else {
         for (size, limit) in &r.hugepage_limits {
             check_page_size(size)?;
-            out.push(Write::v1(
-                "hugetlb",
-                &format!("hugetlb.{size}.limit_in_bytes"),
-                limit,
-                F_HUGEPAGES,
-            ));
+            out.push(
+                Write::v1(
+                    "hugetlb",
+                    &format!("hugetlb.{size}.limit_in_bytes"),
+                    limit,
+                    F_HUGEPAGES,
+                )
+                .warn_if_absent(),
+            );
         }
     }
     out.extend(unified_writes(r)?);
@@ -460,7 +489,14 @@ mod tests {
             ])
         );
         assert!(plan.iter().all(|w| matches!(w.target, Target::Unified(_))));
-        assert!(plan.iter().all(|w| !w.skip_if_absent));
+        for w in &plan {
+            let want = if w.field == F_HUGEPAGES {
+                Absent::Warn
+            } else {
+                Absent::Fail
+            };
+            assert_eq!(w.absent, want, "{}", w.file);
+        }
     }
 
     #[test]
@@ -558,7 +594,12 @@ mod tests {
             };
             for plan in [plan_v1(&r, false, false).unwrap(), plan_v2(&r).unwrap()] {
                 let w = plan.iter().find(|w| w.field == F_SWAP).unwrap();
-                assert_eq!(w.skip_if_absent, optional, "{memsw} {}", w.file);
+                let want = if optional {
+                    Absent::Ignore
+                } else {
+                    Absent::Fail
+                };
+                assert_eq!(w.absent, want, "{memsw} {}", w.file);
             }
         }
     }

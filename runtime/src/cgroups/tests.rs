@@ -176,7 +176,7 @@ fn v2_apply_writes_translated_values() {
 }
 
 #[test]
-fn v2_missing_controller_fails_only_when_asked_and_before_any_write() {
+fn v2_missing_controller_is_skipped_and_the_rest_written() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     v2_dir(r, "cpu memory pids");
@@ -185,26 +185,35 @@ fn v2_missing_controller_fails_only_when_asked_and_before_any_write() {
     let leaf = r.join("pod1");
     v2_dir(&leaf, "cpu memory pids");
 
-    let err = cg.apply(&sample()).unwrap_err();
-    match &err {
-        CgroupError::ControllerUnavailable { controller, field } => {
-            assert_eq!(controller, "cpuset");
-            assert_eq!(*field, "linux.resources.cpuset_cpus");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
-    assert_eq!(get(&leaf.join("cpu.weight")), "initial", "nothing written");
+    // No cpuset, no hugetlb here: those limits are skipped, the others land.
+    cg.apply(&sample()).unwrap();
+    assert_eq!(get(&leaf.join("cpu.weight")), "20");
+    assert_eq!(get(&leaf.join("pids.max")), "50");
+    assert!(!leaf.join("cpuset.cpus").exists());
+    assert!(!leaf.join("hugetlb.2MB.max").exists());
 
-    // Without cpuset and hugepages it goes through.
+    // A unified key is an explicit request for a file: refused, naming the field, before
+    // any write.
+    put(&leaf.join("pids.max"), "initial");
+    let res = Resources {
+        unified: BTreeMap::from([("hugetlb.2MB.max".into(), "0".into())]),
+        ..sample()
+    };
+    let err = cg.apply(&res).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument {
+            field: "linux.resources.unified".into()
+        },
+        "{err}"
+    );
+    assert_eq!(get(&leaf.join("pids.max")), "initial", "nothing written");
     let res = Resources {
         cpuset_cpus: None,
         cpuset_mems: None,
         hugepage_limits: Vec::new(),
         ..sample()
     };
-    cg.apply(&res).unwrap();
-    assert_eq!(get(&leaf.join("pids.max")), "50");
 
     // A "no swap" setting on a kernel without memory.swap.max is fine; real swap is not.
     stdfs::remove_file(leaf.join("memory.swap.max")).unwrap();
@@ -467,7 +476,7 @@ fn hybrid_apply_puts_hugetlb_on_the_cgroup2_side() {
 }
 
 #[test]
-fn legacy_without_hugetlb_fails_only_when_hugepages_are_asked() {
+fn legacy_without_hugetlb_skips_hugepages_and_cpuset() {
     let base = tempfile::tempdir().unwrap();
     let b = base.path();
     let layout = v1_layout(b, &["cpu,cpuacct", "memory", "pids"], None);
@@ -480,38 +489,33 @@ fn legacy_without_hugetlb_fails_only_when_hugepages_are_asked() {
     ] {
         put(&b.join(f), "initial");
     }
+    // What kubelet sends on every host: a limit (0) for each page size it knows.
     let huge = Resources {
         cpu_shares: Some(2),
-        hugepage_limits: vec![("1GB".into(), 1 << 30)],
+        cpuset_cpus: Some("0".into()),
+        hugepage_limits: vec![("2MB".into(), 0), ("1GB".into(), 1 << 30)],
         ..Default::default()
     };
-    match cg.apply(&huge).unwrap_err() {
-        CgroupError::ControllerUnavailable { controller, field } => {
-            assert_eq!(controller, "hugetlb");
-            assert_eq!(field, "linux.resources.hugepage_limits");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(get(&b.join("cpu,cpuacct/pod1/cpu.shares")), "initial");
-    // cpuset is not mounted either, and a unified key has no cgroup2 to go to.
-    for res in [
-        Resources {
-            cpuset_cpus: Some("0".into()),
-            ..Default::default()
-        },
-        Resources {
+    cg.apply(&huge).unwrap();
+    assert_eq!(get(&b.join("cpu,cpuacct/pod1/cpu.shares")), "2");
+    assert!(!b.join("hugetlb").exists() && !b.join("cpuset").exists());
+
+    // A unified key has no cgroup2 to go to: refused, naming the field.
+    let err = cg
+        .apply(&Resources {
+            cpu_shares: Some(4),
             unified: BTreeMap::from([("memory.high".into(), "1G".into())]),
             ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument {
+            field: "linux.resources.unified".into()
         },
-    ] {
-        assert!(
-            matches!(
-                cg.apply(&res),
-                Err(CgroupError::ControllerUnavailable { .. })
-            ),
-            "{res:?}"
-        );
-    }
+        "{err}"
+    );
+    assert_eq!(get(&b.join("cpu,cpuacct/pod1/cpu.shares")), "2");
     cg.apply(&Resources {
         cpu_shares: Some(2),
         memory_limit: Some(1 << 20),
@@ -522,6 +526,39 @@ fn legacy_without_hugetlb_fails_only_when_hugepages_are_asked() {
     assert_eq!(get(&b.join("memory/pod1/memory.limit_in_bytes")), "1048576");
     assert_eq!(cg.fs_path("cpuacct"), Some(b.join("cpu,cpuacct/pod1")));
     assert_eq!(cg.fs_path("unified"), None);
+}
+
+#[test]
+fn hugepage_sizes_the_host_lacks_are_skipped() {
+    let base = tempfile::tempdir().unwrap();
+    let b = base.path();
+    let layout = v1_layout(b, &["cpu", "hugetlb"], None);
+    let cg = Cgroup::with_layout("/pod1", layout).unwrap();
+    cg.create().unwrap();
+    put(
+        &b.join("hugetlb/pod1/hugetlb.2MB.limit_in_bytes"),
+        "initial",
+    );
+    cg.apply(&Resources {
+        hugepage_limits: vec![("2MB".into(), 0), ("64KB".into(), 0)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(get(&b.join("hugetlb/pod1/hugetlb.2MB.limit_in_bytes")), "0");
+    assert!(!b.join("hugetlb/pod1/hugetlb.64KB.limit_in_bytes").exists());
+    // A malformed size is still bad input.
+    let err = cg
+        .apply(&Resources {
+            hugepage_limits: vec![("../x".into(), 0)],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument {
+            field: "linux.resources.hugepage_limits".into()
+        }
+    );
 }
 
 #[test]

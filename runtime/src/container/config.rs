@@ -24,6 +24,10 @@ pub struct ContainerConfig {
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub devices: Vec<Device>,
+    /// CDI devices by fully-qualified name, from `cdi_devices` then the `cdi.k8s.io/*`
+    /// annotations, each with the request field it came from.
+    #[serde(default)]
+    pub cdi_devices: Vec<super::cdi::CdiRequest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.
@@ -31,8 +35,14 @@ pub struct ContainerConfig {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
-    #[serde(skip)]
+    /// The container's limits as they are now: create's, then each
+    /// UpdateContainerResources merged over them (ContainerStatus reports these).
+    #[serde(default)]
     pub resources: Option<crate::cgroups::Resources>,
+    /// The container processes' `oom_score_adj` ([-1000, 1000]); None: the default, 0.
+    /// Updated with the resources.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     pub security: SecurityConfig,
 }
 
@@ -82,14 +92,28 @@ pub struct Device {
     pub permissions: String,
 }
 
-/// The Linux security context; the security issue fills in the full matrix.
+/// Which supplementary groups the process gets besides the requested ones.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SupplementalGroupsPolicy {
+    /// The groups of the image's `/etc/group` that list the user, plus the requested ones.
+    #[default]
+    Merge,
+    /// Only the requested ones (and the primary gid): the image's `/etc/group` is not read.
+    Strict,
+}
+
+/// The Linux security context of a container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SecurityConfig {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
-    /// A user name to resolve in the image's /etc/passwd (when `run_as_user` is absent).
+    /// A user name to resolve in the image's /etc/passwd; wins over `run_as_user`, as in
+    /// containerd.
     pub run_as_username: String,
+    /// Kubernetes sends the pod's supplementalGroups and fsGroup here.
     pub supplemental_groups: Vec<i64>,
+    #[serde(default)]
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
     pub privileged: bool,
     pub readonly_rootfs: bool,
     pub no_new_privs: bool,
@@ -99,7 +123,8 @@ pub struct SecurityConfig {
     /// TARGET (another container's, `target_id`).
     pub pid: Option<NamespaceMode>,
     pub target_id: String,
-    /// Empty: the defaults; given: exactly these (kubelet sends them for Default procMount).
+    /// None: containerd's default list; given: exactly these. CRI gives a list always:
+    /// kubelet sends the defaults for procMount Default and an empty list for Unmasked.
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,
     pub apparmor: String,

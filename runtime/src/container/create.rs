@@ -149,27 +149,54 @@ impl Containers {
             let config = config.clone();
             let info = info.clone();
             let layers = layers.clone();
-            tokio::task::spawn_blocking(move || {
-                spec::build(&spec::SpecInput {
+            let cdi_dirs = self.cdi_spec_dirs.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                // CDI names are checked before anything else is built.
+                let cdi = super::cdi::resolve(&cdi_dirs, &config.cdi_devices)?;
+                let mut oci = spec::build(&spec::SpecInput {
                     config: &config,
                     image: &info,
                     rootfs_lower: &layers,
                     pod: pod_info,
                     target_pid,
-                })
+                })?;
+                super::cdi::apply(&mut oci, &cdi)?;
+                Ok(oci)
             })
             .await
             .map_err(|e| Error::Internal(format!("spec task: {e}")))??
         };
         let stop_signal = spec::stop_signal(&info) as i32;
+        let user = oci.process().as_ref().map(|p| super::ProcessUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         tracing::debug!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "spec built"
         );
 
+        let parent = pod
+            .config
+            .cgroup_parent
+            .as_deref()
+            .unwrap_or(DEFAULT_CGROUP_PARENT)
+            .trim_end_matches('/');
+        let cg_path = format!("{parent}/{id}");
+        let cg = Cgroup::new(&cg_path)?;
+
         let bundle = self.bundles_dir.join(id);
         std::fs::create_dir(&bundle).map_err(Error::io("creating", &bundle))?;
         made.bundle = Some(bundle.clone());
+        // Before the cgroup and the init: what a start-up after a crash half-way releases.
+        crate::intent::write(
+            &bundle,
+            &super::ContainerIntent {
+                pod_dir: pod.dir.clone(),
+                cgroup: cg_path.clone(),
+            },
+        )?;
         let spec_json = serde_json::to_vec_pretty(&oci)
             .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
         let spec_path = bundle.join(SPEC_FILE);
@@ -182,20 +209,21 @@ impl Containers {
             std::fs::create_dir_all(&d).map_err(Error::io("creating", &d))?;
         }
 
-        let parent = pod
-            .config
-            .cgroup_parent
-            .as_deref()
-            .unwrap_or(DEFAULT_CGROUP_PARENT)
-            .trim_end_matches('/');
-        let cg_path = format!("{parent}/{id}");
-        let cg = Cgroup::new(&cg_path)?;
         {
             let cg = cg.clone();
             let resources = config.resources.clone();
+            // The device cgroup is written before the init joins, so nothing of the
+            // container ever runs without it; exec'd processes join the same cgroup.
+            let device_rules = oci
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().clone())
+                .unwrap_or_default();
             made.cgroup = Some(cg.clone());
             tokio::task::spawn_blocking(move || -> Result<()> {
                 cg.create()?;
+                cg.apply_devices(&device_rules)?;
                 if let Some(r) = &resources {
                     cg.apply(r)?;
                 }
@@ -265,6 +293,7 @@ impl Containers {
             log_path,
             cgroup: cg_path,
             stop_signal,
+            user,
         };
         if let Err(e) = self.db.put_container(&record) {
             // The init exists in the shim now: take it back before the rest is undone.

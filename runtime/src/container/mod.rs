@@ -12,13 +12,17 @@
 //! container that it last knew as running ([`Containers::refresh`]), so an exit while
 //! corrald was down is reported with its real code and time after a restart.
 
+pub mod apparmor;
+pub mod cdi;
 pub mod config;
 mod create;
 mod exec;
 mod remove;
+pub mod seccomp;
 pub mod spec;
 mod start;
 mod stop;
+mod update;
 mod user;
 
 use std::collections::HashSet;
@@ -29,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{ContainerConfig, ImageInfo};
 pub use exec::ExecOutput;
+pub use update::ResourceUpdate;
 
 use crate::error::{Error, Result};
 use crate::events::{ContainerEventKind, Events};
@@ -63,6 +68,16 @@ pub struct ImageRef {
     pub layers: Vec<String>,
 }
 
+/// The identity the container's process starts with (its spec's `process.user`), as
+/// ContainerStatus.user reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Sorted; holds the primary gid (see `user::ResolvedUser`).
+    pub additional_gids: Vec<u32>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -92,6 +107,9 @@ pub struct ContainerRecord {
     pub cgroup: String,
     /// The signal StopContainer sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// None for records written before it was kept.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
 }
 
 impl ContainerRecord {
@@ -148,6 +166,8 @@ pub struct Containers {
     creating: Mutex<HashSet<String>>,
     /// Serialises state changes per container (start vs stop vs remove).
     locks: crate::locks::KeyedLocks,
+    /// Where CDI device specs are read from, lowest priority first.
+    cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Containers {
@@ -170,9 +190,16 @@ impl Containers {
             layers_dir,
             creating: Mutex::new(HashSet::new()),
             locks: Default::default(),
+            cdi_spec_dirs: cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect(),
         };
         containers.recover()?;
         Ok(containers)
+    }
+
+    /// Reads CDI specs from `dirs` (a later one wins) instead of the defaults.
+    pub fn with_cdi_spec_dirs(mut self, dirs: Vec<PathBuf>) -> Containers {
+        self.cdi_spec_dirs = dirs;
+        self
     }
 
     /// Every container, its state brought up to date.
@@ -275,24 +302,74 @@ impl Containers {
         }
         let known: HashSet<PathBuf> = records.iter().map(|c| c.bundle.clone()).collect();
         let known_layers: HashSet<PathBuf> = records.iter().map(|c| c.layer_dir.clone()).collect();
-        for (dir, known) in [
-            (&self.bundles_dir, &known),
-            (&self.layers_dir, &known_layers),
-        ] {
-            let Ok(entries) = std::fs::read_dir(dir) else {
+        let unowned = |dir: &Path, known: &HashSet<PathBuf>| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .map(|e| e.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !known.contains(p))
+                .collect()
+        };
+        // A bundle without a record is a create killed half-way: its init may still wait
+        // in the shim and its cgroup may exist. Released in the background (nothing can
+        // name it), each with its writable layer.
+        let orphans = unowned(&self.bundles_dir, &known);
+        let orphan_layers: HashSet<PathBuf> = orphans
+            .iter()
+            .filter_map(|b| b.file_name().map(|n| self.layers_dir.join(n)))
+            .collect();
+        for bundle in orphans {
+            let layer = bundle.file_name().map(|n| self.layers_dir.join(n));
+            tokio::spawn(release_orphan(bundle, layer));
+        }
+        for path in unowned(&self.layers_dir, &known_layers) {
+            if orphan_layers.contains(&path) {
                 continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if !known.contains(&path) {
-                    tracing::warn!(dir = %path.display(), "releasing a container dir no record owns");
-                    if let Err(e) = remove::remove_dir(&path) {
-                        tracing::error!(dir = %path.display(), error = %e, "releasing");
-                    }
-                }
+            }
+            tracing::warn!(dir = %path.display(), "releasing a writable layer no record owns");
+            if let Err(e) = remove::remove_dir(&path) {
+                tracing::error!(dir = %path.display(), error = %e, "releasing");
             }
         }
         Ok(())
+    }
+}
+
+/// What a CreateContainer is about to make, in the bundle before the cgroup and the init
+/// ([`crate::intent`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ContainerIntent {
+    /// The pod's state dir: its shim may hold the create's init.
+    pub pod_dir: PathBuf,
+    /// The container's cgroup.
+    pub cgroup: String,
+}
+
+/// Releases what a create killed half-way left: the init the pod's shim holds, the
+/// cgroup, the bundle and the writable layer. What fails stays for the next start-up.
+async fn release_orphan(bundle: PathBuf, layer: Option<PathBuf>) {
+    let id = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::warn!(container = %id, "releasing a container no record owns");
+    if let Some(intent) = crate::intent::read::<ContainerIntent>(&bundle) {
+        if crate::shim_client::is_alive(&intent.pod_dir) {
+            let shim = crate::shim_client::PodShim::new(&intent.pod_dir);
+            // Each may find nothing: the create may have died before the init was made.
+            let _ = shim.kill(&id, libc::SIGKILL).await;
+            let _ = shim.wait(&id, std::time::Duration::from_secs(5)).await;
+            let _ = shim.forget(&id).await;
+        }
+        if let Err(e) = stop::release_cgroup(&intent.cgroup).await {
+            tracing::error!(container = %id, error = %e, "releasing an unrecorded container's cgroup");
+            return;
+        }
+    }
+    for dir in std::iter::once(bundle).chain(layer) {
+        if let Err(e) = remove::remove_dir(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "releasing");
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! containers), the image's `/etc/passwd` and `/etc/group`, and stats mount and device
 //! sources; the rest is pure. Seccomp and AppArmor profiles are not emitted yet (the
 //! security work fills them in), nor `cgroupsPath`: corrald's cgroups module makes and
-//! limits the container's cgroup itself, so `linux.resources` is for the record.
+//! limits the container's cgroup itself, from the CRI resources; of `linux.resources` it
+//! reads only `devices`, the device cgroup's rules (the rest is for the record).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
@@ -151,9 +152,12 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Device nodes every container may use (runc's allow list), after a deny-all rule.
-/// `(type, major, minor, access)`; `None` is a wildcard.
-const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 10] = [
+/// Device nodes every container may use, after a deny-all rule: what a containerd
+/// container gets, which is runc's `AllowedDevices` (containerd's CRI spec itself has only
+/// the deny-all; runc appends these to every container's rules). Not `/dev/console`
+/// (c 5:1), which is in containerd's `WithDefaultUnixDevices` but not used by its CRI, nor
+/// fuse (c 10:229). `(type, major, minor, access)`; `None` is a wildcard.
+const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 11] = [
     // mknod of any node is allowed; using it is not, unless allowed below.
     (LinuxDeviceType::C, None, None, "m"),
     (LinuxDeviceType::B, None, None, "m"),
@@ -165,6 +169,8 @@ const DEFAULT_DEVICE_RULES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 
     (LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
     (LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
     (LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
+    // /dev/net/tun: no node is made, but runc keeps the rule for Docker's sake.
+    (LinuxDeviceType::C, Some(10), Some(200), "rwm"),
 ];
 
 /// Bounds on walking a device directory (a requested dir, or `/dev` for privileged).
@@ -220,6 +226,8 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
     let args = args(config, input.image)?;
     let resolved = user::resolve(sec, &input.image.user, input.rootfs_lower)?;
     let env = env(config, input.image, &input.pod, resolved.home.as_deref());
+    let caps = capabilities(sec, host.cap_last_cap)?;
+    let seccomp = super::seccomp::profile(sec, &caps)?;
     let mut process = Process::default();
     process
         .set_terminal(Some(config.tty))
@@ -229,12 +237,12 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_command_line(None)
         .set_env(Some(env))
         .set_cwd(cwd(config, input.image)?)
-        .set_capabilities(Some(capabilities(sec, host.cap_last_cap)?))
+        .set_capabilities(Some(caps))
         // The runtime's own rlimits are kept, as containerd does.
         .set_rlimits(None)
         .set_no_new_privileges(Some(sec.no_new_privs))
-        .set_apparmor_profile(None)
-        .set_oom_score_adj(None)
+        .set_apparmor_profile(super::apparmor::profile(&sec.apparmor)?)
+        .set_oom_score_adj(config.oom_score_adj)
         .set_selinux_label(None)
         .set_io_priority(None)
         .set_scheduler(None)
@@ -270,7 +278,7 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_cgroups_path(None)
         .set_namespaces(Some(namespaces(sec, &input.pod, input.target_pid, host)?))
         .set_devices((!devices.is_empty()).then_some(devices))
-        .set_seccomp(None)
+        .set_seccomp(seccomp)
         .set_rootfs_propagation(rootfs_propagation.map(str::to_string))
         .set_masked_paths(Some(masked))
         .set_readonly_paths(Some(readonly))
@@ -494,8 +502,9 @@ fn capabilities(sec: &SecurityConfig, last_cap: u32) -> Result<LinuxCapabilities
         for name in sec.drop_capabilities.iter().filter(|s| !is_all(s)) {
             match parse_cap(name) {
                 Some(cap) => set.retain(|c| *c != cap),
-                // Dropping what nobody can have is harmless.
-                None => tracing::debug!(capability = %name, "dropping an unknown capability"),
+                // Dropping what nobody can have is harmless (containerd and CRI-O accept
+                // it too); said loudly since it may be a typo.
+                None => tracing::warn!(capability = %name, "dropping an unknown capability"),
             }
         }
         set
@@ -964,7 +973,10 @@ fn namespaces(
 }
 
 /// `linux.resources` from the requested limits, for the record (see the module doc).
-fn resources(r: Option<&Resources>, devices: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
+pub(super) fn resources(
+    r: Option<&Resources>,
+    devices: Vec<LinuxDeviceCgroup>,
+) -> Result<LinuxResources> {
     let mut out = LinuxResources::default();
     out.set_devices(Some(devices));
     let Some(r) = r else {
@@ -1299,19 +1311,19 @@ mod tests {
         let mut f = Fixture::new();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (0, 0));
-        assert_eq!(u.additional_gids().as_deref(), Some([10].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([0, 10].as_slice()));
 
         f.image.user = "alice".into();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (1000, 1000));
-        assert_eq!(u.additional_gids(), &None);
+        assert_eq!(u.additional_gids().as_deref(), Some([1000].as_slice()));
 
         f.config.security.run_as_user = Some(7);
         f.config.security.run_as_group = Some(8);
         f.config.security.supplemental_groups = vec![9];
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (7, 8));
-        assert_eq!(u.additional_gids().as_deref(), Some([9].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([8, 9].as_slice()));
 
         let mut f = Fixture::new();
         f.config.security.run_as_username = "bob".into();

@@ -83,6 +83,14 @@ impl SandboxConfig {
     }
 }
 
+/// What a RunPodSandbox is about to make, in the pod dir before anything else
+/// ([`crate::intent`]): the start-up releases a pod dir without a record by it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PodIntent {
+    pub id: String,
+    pub cgroup: Option<PodCgroup>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
     Ready,

@@ -66,6 +66,15 @@ impl Sandboxes {
         }
         std::fs::create_dir(&dir).map_err(Error::io("creating", &dir))?;
         made.dir = Some(dir.clone());
+        // Before any kernel resource: what a start-up after a crash half-way must release.
+        let pod_cg = super::PodCgroup::plan(id, config.cgroup_parent.as_deref())?;
+        crate::intent::write(
+            &dir,
+            &super::PodIntent {
+                id: id.to_string(),
+                cgroup: Some(pod_cg.clone()),
+            },
+        )?;
 
         let host_net = config.host_network();
         let req = network::NamespaceRequest {
@@ -124,7 +133,6 @@ impl Sandboxes {
         files::mount_shm(&record.shm_dir())?;
         made.shm = true;
 
-        let pod_cg = super::PodCgroup::plan(id, record.config.cgroup_parent.as_deref())?;
         made.cgroup = Some(pod_cg.clone());
         {
             let (cg, resources) = (pod_cg.clone(), record.config.resources.clone());

@@ -10,6 +10,7 @@ mod container_stats;
 mod container_stats_list;
 mod container_status;
 mod container_stop;
+mod container_update;
 mod exec_sync;
 mod metric_descriptors;
 mod runtime_config;
