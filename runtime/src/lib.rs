@@ -7,6 +7,7 @@ mod clock;
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod fstree;
 pub mod image;
 mod intent;
 pub mod locks;
