@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runtime::image::RegistryConfig;
+use runtime::image::{ImageLimits, RegistryConfig};
 use runtime::sandbox::NetworkConfig;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,8 @@ pub struct Config {
     /// Only `cgroupfs` for now; reported to kubelet through RuntimeConfig.
     pub cgroup_driver: CgroupDriver,
     pub registry: RegistryConfig,
+    /// `[image]`: bounds on what one pull may fetch and unpack (see README).
+    pub image: ImageLimits,
     /// The pod bridge and its subnet.
     pub network: NetworkConfig,
     /// `host:port` for corrald's own Prometheus metrics over HTTP (`GET /metrics`), e.g.
@@ -60,6 +62,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
             registry: RegistryConfig::default(),
+            image: ImageLimits::default(),
             network: NetworkConfig::default(),
             metrics_address: String::new(),
             root_lock_wait_seconds: 30,
@@ -178,6 +181,20 @@ mod tests {
         let c = Config::parse("listen = \"relative.sock\"").unwrap();
         assert!(c.socket_path().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/corral.toml"))).is_err());
+    }
+
+    #[test]
+    fn image_limits_default_and_override() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.image, ImageLimits::default());
+        let c = Config::parse("[image]\nmax_depth = 64\nmax_layer_entries = 5000\n").unwrap();
+        assert_eq!(c.image.max_depth, 64);
+        assert_eq!(c.image.max_layer_entries, 5000);
+        assert_eq!(
+            c.image.max_layer_bytes,
+            ImageLimits::default().max_layer_bytes
+        );
+        assert!(Config::parse("[image]\nmax_dept = 64\n").is_err());
     }
 
     #[test]

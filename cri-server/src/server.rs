@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.root.join("images"),
         db.clone(),
         config.registry.clone(),
+        config.image.clone(),
     )
     .context("opening the image store")?;
     let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())

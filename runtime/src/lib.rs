@@ -7,6 +7,7 @@ mod clock;
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod fstree;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image;

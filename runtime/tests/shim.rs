@@ -461,7 +461,7 @@ fn malformed_requests_get_errors_and_the_shim_keeps_serving() {
         // An endless line is refused and its connection closed; the others live on.
         let mut c = UnixStream::connect(&sock).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let junk = vec![b'x'; (1 << 20) + 4096];
+        let junk = vec![b'x'; runtime::shim::protocol::MAX_LINE + 4096];
         let _ = c.write_all(&junk);
         let mut answer = String::new();
         BufReader::new(c).read_line(&mut answer).unwrap();

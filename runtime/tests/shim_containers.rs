@@ -143,6 +143,7 @@ impl Pod {
                 },
                 exit_file: dir.join("exit"),
                 log_path: Some(self.tmp.path().join("logs").join(id).join("0.log")),
+                log_dir: Some(self.tmp.path().join("logs")),
                 tty: false,
                 stdin: false,
                 stdin_once: false,

@@ -5,7 +5,9 @@
 use std::path::{Component, Path};
 
 use runtime::container::cdi::{self, CdiRequest};
-use runtime::container::config::{ContainerConfig, Device, Mount, Propagation, SecurityConfig};
+use runtime::container::config::{
+    ContainerConfig, Device, Mount, Propagation, SecurityConfig, SupplementalGroupsPolicy,
+};
 
 use super::resources::{oom_score_adj, resources};
 use super::sandbox::namespace_mode;
@@ -101,11 +103,35 @@ fn device(d: &proto::Device, i: usize) -> Result<Device, CriError> {
 
 /// A seccomp or AppArmor profile as one string: `runtime/default`, `unconfined` or
 /// `localhost/<ref>` (the values of the old kubelet annotations); empty when not given.
-fn profile(p: Option<&proto::SecurityProfile>, field: &'static str) -> Result<String, CriError> {
+/// Without the structured field, the deprecated string one (`legacy`, named
+/// `legacy_field`) in the same forms, as containerd reads them.
+fn profile(
+    p: Option<&proto::SecurityProfile>,
+    field: &'static str,
+    legacy: &str,
+    legacy_field: &'static str,
+) -> Result<String, CriError> {
     use proto::security_profile::ProfileType;
     let Some(p) = p else {
-        return Ok(String::new());
+        return match legacy {
+            "" => Ok(String::new()),
+            "runtime/default" | "docker/default" => Ok("runtime/default".to_string()),
+            "unconfined" => Ok("unconfined".to_string()),
+            other if other.len() > "localhost/".len() && other.starts_with("localhost/") => {
+                Ok(other.to_string())
+            }
+            other => Err(CriError::invalid(
+                legacy_field,
+                format!("invalid profile {other:?}"),
+            )),
+        };
     };
+    if !p.localhost_ref.is_empty() && p.profile_type != ProfileType::Localhost as i32 {
+        return Err(CriError::invalid(
+            field,
+            "localhost_ref may only be set for a Localhost profile",
+        ));
+    }
     match ProfileType::try_from(p.profile_type) {
         Ok(ProfileType::RuntimeDefault) => Ok("runtime/default".to_string()),
         Ok(ProfileType::Unconfined) => Ok("unconfined".to_string()),
@@ -113,7 +139,13 @@ fn profile(p: Option<&proto::SecurityProfile>, field: &'static str) -> Result<St
             field,
             "a Localhost profile needs localhost_ref",
         )),
-        Ok(ProfileType::Localhost) => Ok(format!("localhost/{}", p.localhost_ref)),
+        // containerd trims the prefix "just in case" a ref carries it; so do we.
+        Ok(ProfileType::Localhost) => Ok(format!(
+            "localhost/{}",
+            p.localhost_ref
+                .strip_prefix("localhost/")
+                .unwrap_or(&p.localhost_ref)
+        )),
         Err(_) => Err(CriError::invalid(
             field,
             format!("unknown profile type {}", p.profile_type),
@@ -132,19 +164,17 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
             "ambient capabilities are not supported",
         ));
     }
-    if !matches!(
-        proto::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy),
-        Ok(proto::SupplementalGroupsPolicy::Merge)
-    ) {
-        // Strict is asked for only when the runtime advertises it, which we do not.
-        return Err(CriError::invalid(
-            "config.linux.security_context.supplemental_groups_policy",
-            format!(
-                "policy {} is not supported (only Merge)",
-                sc.supplemental_groups_policy
-            ),
-        ));
-    }
+    let supplemental_groups_policy =
+        match proto::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+            Ok(proto::SupplementalGroupsPolicy::Merge) => SupplementalGroupsPolicy::Merge,
+            Ok(proto::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
+            Err(_) => {
+                return Err(CriError::invalid(
+                    "config.linux.security_context.supplemental_groups_policy",
+                    format!("unknown policy {}", sc.supplemental_groups_policy),
+                ))
+            }
+        };
     let (pid, target_id) = match &sc.namespace_options {
         Some(ns) => (
             Some(namespace_mode(
@@ -155,12 +185,12 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         ),
         None => (None, String::new()),
     };
-    let paths = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     Ok(SecurityConfig {
         run_as_user: sc.run_as_user.as_ref().map(|v| v.value),
         run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
         run_as_username: sc.run_as_username.clone(),
         supplemental_groups: sc.supplemental_groups.clone(),
+        supplemental_groups_policy,
         privileged: sc.privileged,
         readonly_rootfs: sc.readonly_rootfs,
         no_new_privs: sc.no_new_privs,
@@ -168,19 +198,30 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         drop_capabilities: caps.drop_capabilities,
         pid,
         target_id,
-        // CRI: empty means the runtime's defaults.
-        masked_paths: paths(&sc.masked_paths),
-        readonly_paths: paths(&sc.readonly_paths),
+        // Exactly the request's lists, as containerd and CRI-O: kubelet sends the default
+        // lists for procMount Default and empty ones for Unmasked, which must mask nothing.
+        masked_paths: Some(sc.masked_paths.clone()),
+        readonly_paths: Some(sc.readonly_paths.clone()),
+        #[allow(deprecated)]
         apparmor: profile(
             sc.apparmor.as_ref(),
             "config.linux.security_context.apparmor",
+            &sc.apparmor_profile,
+            "config.linux.security_context.apparmor_profile",
         )?,
-        seccomp: profile(sc.seccomp.as_ref(), "config.linux.security_context.seccomp")?,
+        #[allow(deprecated)]
+        seccomp: profile(
+            sc.seccomp.as_ref(),
+            "config.linux.security_context.seccomp",
+            &sc.seccomp_profile_path,
+            "config.linux.security_context.seccomp_profile_path",
+        )?,
     })
 }
 
 /// The request's ContainerConfig, checked for shape, in the runtime's terms.
 pub fn container_config(c: &proto::ContainerConfig) -> Result<ContainerConfig, CriError> {
+    super::limits::container(c)?;
     let meta = c
         .metadata
         .as_ref()
@@ -467,6 +508,7 @@ mod tests {
                 run_as_username: "alice".into(),
                 readonly_rootfs: true,
                 supplemental_groups: vec![5, 6],
+                supplemental_groups_policy: proto::SupplementalGroupsPolicy::Strict as i32,
                 no_new_privs: true,
                 masked_paths: vec![],
                 readonly_paths: vec!["/proc/sys".into()],
@@ -487,18 +529,102 @@ mod tests {
         assert_eq!(s.run_as_group, Some(0), "a zero gid is still given");
         assert_eq!(s.run_as_username, "alice");
         assert_eq!(s.supplemental_groups, [5, 6]);
+        assert_eq!(
+            s.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Strict
+        );
         assert!(s.privileged && s.readonly_rootfs && s.no_new_privs);
         assert_eq!(s.add_capabilities, ["NET_ADMIN"]);
         assert_eq!(s.drop_capabilities, ["ALL"]);
         assert_eq!(s.pid, Some(NamespaceMode::Target));
         assert_eq!(s.target_id, "abc");
-        assert_eq!(s.masked_paths, None, "empty means the defaults");
+        assert_eq!(
+            s.masked_paths,
+            Some(vec![]),
+            "empty masks nothing (Unmasked)"
+        );
         assert_eq!(s.readonly_paths, Some(vec!["/proc/sys".to_string()]));
         assert_eq!(s.seccomp, "localhost//var/lib/kubelet/seccomp/x.json");
         assert_eq!(s.apparmor, "runtime/default");
         let res = r.resources.unwrap_or_default();
         assert_eq!(res.cpu_shares, Some(256));
         assert_eq!(res.memory_limit, Some(1 << 20));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn seccomp_and_apparmor_profiles_new_and_deprecated_forms() {
+        use proto::security_profile::ProfileType;
+        let with = |sc: proto::LinuxContainerSecurityContext| proto::ContainerConfig {
+            linux: Some(proto::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(sc),
+            }),
+            ..base()
+        };
+        let sp = |t: ProfileType, r: &str| {
+            Some(proto::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            })
+        };
+        let seccomp_of = |sc| ok(&with(sc)).security.seccomp;
+        for (legacy, want) in [
+            ("", ""),
+            ("runtime/default", "runtime/default"),
+            ("docker/default", "runtime/default"),
+            ("unconfined", "unconfined"),
+            ("localhost//p/x.json", "localhost//p/x.json"),
+        ] {
+            let sc = proto::LinuxContainerSecurityContext {
+                seccomp_profile_path: legacy.into(),
+                apparmor_profile: legacy.into(),
+                ..Default::default()
+            };
+            let got = ok(&with(sc));
+            assert_eq!(got.security.seccomp, want, "{legacy}");
+            assert_eq!(got.security.apparmor, want, "{legacy}");
+        }
+        // The structured field wins over the deprecated one.
+        assert_eq!(
+            seccomp_of(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::Unconfined, ""),
+                seccomp_profile_path: "runtime/default".into(),
+                ..Default::default()
+            }),
+            "unconfined"
+        );
+        // A ref that carries the prefix anyway (containerd trims it).
+        assert_eq!(
+            seccomp_of(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::Localhost, "localhost//p/x.json"),
+                ..Default::default()
+            }),
+            "localhost//p/x.json"
+        );
+        for bad in ["localhost/", "/p/x.json", "default"] {
+            assert_field(
+                &with(proto::LinuxContainerSecurityContext {
+                    seccomp_profile_path: bad.into(),
+                    ..Default::default()
+                }),
+                "config.linux.security_context.seccomp_profile_path",
+            );
+            assert_field(
+                &with(proto::LinuxContainerSecurityContext {
+                    apparmor_profile: bad.into(),
+                    ..Default::default()
+                }),
+                "config.linux.security_context.apparmor_profile",
+            );
+        }
+        assert_field(
+            &with(proto::LinuxContainerSecurityContext {
+                seccomp: sp(ProfileType::RuntimeDefault, "/p/x.json"),
+                ..Default::default()
+            }),
+            "config.linux.security_context.seccomp",
+        );
     }
 
     #[test]
@@ -600,7 +726,7 @@ mod tests {
         );
         assert_field(
             &with_sc(proto::LinuxContainerSecurityContext {
-                supplemental_groups_policy: proto::SupplementalGroupsPolicy::Strict as i32,
+                supplemental_groups_policy: 7,
                 ..Default::default()
             }),
             "config.linux.security_context.supplemental_groups_policy",

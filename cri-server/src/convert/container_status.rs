@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use runtime::container::config::Propagation;
-use runtime::container::{ContainerRecord, ContainerState};
+use runtime::container::{ContainerRecord, ContainerState, ProcessUser};
 
 pub fn state(s: ContainerState) -> proto::ContainerState {
     match s {
@@ -96,6 +96,36 @@ pub fn to_status(r: &ContainerRecord) -> proto::ContainerStatus {
             r.config.resources.as_ref(),
             r.config.oom_score_adj,
         )),
-        ..Default::default()
+        user: r.user.as_ref().map(container_user),
+    }
+}
+
+/// The identity the process started with (critest's SupplementalGroupsPolicy specs read
+/// it; the list holds the primary gid, as containerd reports it).
+fn container_user(u: &ProcessUser) -> proto::ContainerUser {
+    proto::ContainerUser {
+        linux: Some(proto::LinuxContainerUser {
+            uid: i64::from(u.uid),
+            gid: i64::from(u.gid),
+            supplemental_groups: u.additional_gids.iter().map(|&g| i64::from(g)).collect(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_is_reported_as_started() {
+        let u = ProcessUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![1000, 1234, 50000],
+        };
+        let got = container_user(&u);
+        let linux = got.linux.unwrap_or_default();
+        assert_eq!((linux.uid, linux.gid), (1000, 1000));
+        assert_eq!(linux.supplemental_groups, [1000, 1234, 50000]);
     }
 }

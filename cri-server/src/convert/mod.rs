@@ -3,6 +3,7 @@
 pub mod container;
 pub mod container_status;
 pub mod image;
+pub mod limits;
 pub mod resources;
 pub mod sandbox;
 pub mod stats;

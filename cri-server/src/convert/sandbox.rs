@@ -48,6 +48,7 @@ pub fn sandbox_config(
     c: proto::PodSandboxConfig,
     runtime_handler: String,
 ) -> Result<SandboxConfig, CriError> {
+    super::limits::sandbox(&c, &runtime_handler)?;
     let meta = c
         .metadata
         .ok_or_else(|| CriError::invalid("config.metadata", "required"))?;

@@ -92,14 +92,28 @@ pub struct Device {
     pub permissions: String,
 }
 
-/// The Linux security context; the security issue fills in the full matrix.
+/// Which supplementary groups the process gets besides the requested ones.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SupplementalGroupsPolicy {
+    /// The groups of the image's `/etc/group` that list the user, plus the requested ones.
+    #[default]
+    Merge,
+    /// Only the requested ones (and the primary gid): the image's `/etc/group` is not read.
+    Strict,
+}
+
+/// The Linux security context of a container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SecurityConfig {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
-    /// A user name to resolve in the image's /etc/passwd (when `run_as_user` is absent).
+    /// A user name to resolve in the image's /etc/passwd; wins over `run_as_user`, as in
+    /// containerd.
     pub run_as_username: String,
+    /// Kubernetes sends the pod's supplementalGroups and fsGroup here.
     pub supplemental_groups: Vec<i64>,
+    #[serde(default)]
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
     pub privileged: bool,
     pub readonly_rootfs: bool,
     pub no_new_privs: bool,
@@ -109,7 +123,8 @@ pub struct SecurityConfig {
     /// TARGET (another container's, `target_id`).
     pub pid: Option<NamespaceMode>,
     pub target_id: String,
-    /// Empty: the defaults; given: exactly these (kubelet sends them for Default procMount).
+    /// None: containerd's default list; given: exactly these. CRI gives a list always:
+    /// kubelet sends the defaults for procMount Default and an empty list for Unmasked.
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,
     pub apparmor: String,

@@ -167,6 +167,11 @@ impl Containers {
             .map_err(|e| Error::Internal(format!("spec task: {e}")))??
         };
         let stop_signal = spec::stop_signal(&info) as i32;
+        let user = oci.process().as_ref().map(|p| super::ProcessUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         tracing::debug!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "spec built"
@@ -232,10 +237,9 @@ impl Containers {
             "cgroup made"
         );
 
-        let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
-            (_, "") => None,
-            ("", rel) => Some(PathBuf::from("/").join(rel)),
-            (dir, rel) => Some(PathBuf::from(dir).join(rel)),
+        let log_path = match config.log_path.as_str() {
+            "" => None,
+            rel => Some(log_dir(&pod.config.log_directory).join(rel)),
         };
         let request = CreateContainer {
             id: id.to_string(),
@@ -248,6 +252,9 @@ impl Containers {
             },
             exit_file: bundle.join(super::EXIT_FILE),
             log_path: log_path.clone(),
+            log_dir: log_path
+                .as_ref()
+                .map(|_| log_dir(&pod.config.log_directory)),
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin_once,
@@ -288,6 +295,7 @@ impl Containers {
             log_path,
             cgroup: cg_path,
             stop_signal,
+            user,
         };
         if let Err(e) = self.db.put_container(&record) {
             // The init exists in the shim now: take it back before the rest is undone.
@@ -351,5 +359,14 @@ impl Containers {
 pub(super) fn default_parent_cleanup() {
     if let Ok(cg) = Cgroup::new(DEFAULT_CGROUP_PARENT) {
         cg.delete_if_unused();
+    }
+}
+
+/// The pod's log directory (`/` when it names none), which the shim opens the log file
+/// beneath.
+fn log_dir(dir: &str) -> PathBuf {
+    match dir {
+        "" => PathBuf::from("/"),
+        dir => PathBuf::from(dir),
     }
 }

@@ -12,11 +12,13 @@
 //! container that it last knew as running ([`Containers::refresh`]), so an exit while
 //! corrald was down is reported with its real code and time after a restart.
 
+pub mod apparmor;
 pub mod cdi;
 pub mod config;
 mod create;
 mod exec;
 mod remove;
+pub mod seccomp;
 pub mod spec;
 mod start;
 mod stop;
@@ -66,6 +68,16 @@ pub struct ImageRef {
     pub layers: Vec<String>,
 }
 
+/// The identity the container's process starts with (its spec's `process.user`), as
+/// ContainerStatus.user reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Sorted; holds the primary gid (see `user::ResolvedUser`).
+    pub additional_gids: Vec<u32>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -95,6 +107,9 @@ pub struct ContainerRecord {
     pub cgroup: String,
     /// The signal StopContainer sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// None for records written before it was kept.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
 }
 
 impl ContainerRecord {

@@ -75,10 +75,8 @@ impl Containers {
 }
 
 /// Remove a dir tree; one already gone is success. The overlay is mounted only inside the
-/// container's own mount namespace, so nothing here is a mount point on the host.
+/// container's own mount namespace, so nothing here is a mount point on the host. The
+/// writable layer holds whatever the container wrote, of any depth: removed fd-relative.
 pub(super) fn remove_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
-        _ => Ok(()),
-    }
+    crate::fstree::remove_tree(dir).map_err(Error::io("removing", dir))
 }

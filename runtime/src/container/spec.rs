@@ -226,6 +226,8 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
     let args = args(config, input.image)?;
     let resolved = user::resolve(sec, &input.image.user, input.rootfs_lower)?;
     let env = env(config, input.image, &input.pod, resolved.home.as_deref());
+    let caps = capabilities(sec, host.cap_last_cap)?;
+    let seccomp = super::seccomp::profile(sec, &caps)?;
     let mut process = Process::default();
     process
         .set_terminal(Some(config.tty))
@@ -235,11 +237,11 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_command_line(None)
         .set_env(Some(env))
         .set_cwd(cwd(config, input.image)?)
-        .set_capabilities(Some(capabilities(sec, host.cap_last_cap)?))
+        .set_capabilities(Some(caps))
         // The runtime's own rlimits are kept, as containerd does.
         .set_rlimits(None)
         .set_no_new_privileges(Some(sec.no_new_privs))
-        .set_apparmor_profile(None)
+        .set_apparmor_profile(super::apparmor::profile(&sec.apparmor)?)
         .set_oom_score_adj(config.oom_score_adj)
         .set_selinux_label(None)
         .set_io_priority(None)
@@ -276,7 +278,7 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_cgroups_path(None)
         .set_namespaces(Some(namespaces(sec, &input.pod, input.target_pid, host)?))
         .set_devices((!devices.is_empty()).then_some(devices))
-        .set_seccomp(None)
+        .set_seccomp(seccomp)
         .set_rootfs_propagation(rootfs_propagation.map(str::to_string))
         .set_masked_paths(Some(masked))
         .set_readonly_paths(Some(readonly))
@@ -500,8 +502,9 @@ fn capabilities(sec: &SecurityConfig, last_cap: u32) -> Result<LinuxCapabilities
         for name in sec.drop_capabilities.iter().filter(|s| !is_all(s)) {
             match parse_cap(name) {
                 Some(cap) => set.retain(|c| *c != cap),
-                // Dropping what nobody can have is harmless.
-                None => tracing::debug!(capability = %name, "dropping an unknown capability"),
+                // Dropping what nobody can have is harmless (containerd and CRI-O accept
+                // it too); said loudly since it may be a typo.
+                None => tracing::warn!(capability = %name, "dropping an unknown capability"),
             }
         }
         set
@@ -1308,19 +1311,19 @@ mod tests {
         let mut f = Fixture::new();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (0, 0));
-        assert_eq!(u.additional_gids().as_deref(), Some([10].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([0, 10].as_slice()));
 
         f.image.user = "alice".into();
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (1000, 1000));
-        assert_eq!(u.additional_gids(), &None);
+        assert_eq!(u.additional_gids().as_deref(), Some([1000].as_slice()));
 
         f.config.security.run_as_user = Some(7);
         f.config.security.run_as_group = Some(8);
         f.config.security.supplemental_groups = vec![9];
         let u = process(&f.spec()).user().clone();
         assert_eq!((u.uid(), u.gid()), (7, 8));
-        assert_eq!(u.additional_gids().as_deref(), Some([9].as_slice()));
+        assert_eq!(u.additional_gids().as_deref(), Some([8, 9].as_slice()));
 
         let mut f = Fixture::new();
         f.config.security.run_as_username = "bob".into();

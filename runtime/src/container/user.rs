@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::config::SecurityConfig;
+use super::config::{SecurityConfig, SupplementalGroupsPolicy};
 use crate::error::{Error, Result};
 
 /// The most of `/etc/passwd` or `/etc/group` that is read.
@@ -57,8 +57,10 @@ pub struct GroupEntry {
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,
-    /// Groups from `/etc/group` that list the user, then the requested supplemental groups;
-    /// no duplicates, never the primary gid.
+    /// The primary gid, the groups of `/etc/group` that list the user (policy Merge only)
+    /// and the requested supplemental groups: sorted, no duplicates. As containerd: the
+    /// primary gid is in the list so that `getgroups(2)` (what busybox `id -G` prints, what
+    /// ContainerStatus.user reports) shows it.
     pub additional_gids: Vec<u32>,
     /// The user's name when `/etc/passwd` knows it.
     pub username: Option<String>,
@@ -334,11 +336,14 @@ fn by_uid(passwd: &mut Lazy<'_, PasswdEntry>, uid: u32) -> Option<PasswdEntry> {
 }
 
 /// Resolves the user and groups of a container, as containerd does:
-/// 1. `run_as_user` (with `run_as_group`, else the gid passwd gives that uid, else 0);
-/// 2. else `run_as_username`, looked up in the image's passwd (`run_as_group` overrides its
+/// 1. `run_as_username`, looked up in the image's passwd (`run_as_group` overrides its
 ///    gid);
+/// 2. else `run_as_user` (with `run_as_group`, else the gid passwd gives that uid, else 0);
 /// 3. else the image's `User`: `""` (root), `name`, `uid`, `name:group`, `uid:gid`,
 ///    `uid:group`.
+///
+/// Supplementary groups: see [`ResolvedUser::additional_gids`]; policy Strict reads no
+/// `/etc/group` for them (a group named in the image's `User` is still resolved).
 ///
 /// `run_as_group` alone is refused (as CRI-O and critest expect). A name that cannot be
 /// resolved is an InvalidArgument naming where it came from; a numeric uid needs no passwd.
@@ -355,12 +360,12 @@ pub fn resolve(
         .transpose()?;
 
     // (uid, the passwd entry if any, the gid asked for explicitly if any)
-    let (uid, entry, explicit_gid) = if let Some(uid) = security.run_as_user {
-        let uid = id_u32(uid, F_USER)?;
-        (uid, by_uid(&mut passwd, uid), run_as_group)
-    } else if !security.run_as_username.is_empty() {
+    let (uid, entry, explicit_gid) = if !security.run_as_username.is_empty() {
         let e = user_by_name(&mut passwd, &security.run_as_username, F_USERNAME)?;
         (e.uid, Some(e), run_as_group)
+    } else if let Some(uid) = security.run_as_user {
+        let uid = id_u32(uid, F_USER)?;
+        (uid, by_uid(&mut passwd, uid), run_as_group)
     } else if run_as_group.is_some() {
         return Err(Error::invalid(
             F_GROUP,
@@ -399,22 +404,19 @@ pub fn resolve(
     };
     let gid = explicit_gid.unwrap_or_else(|| entry.as_ref().map_or(0, |e| e.gid));
 
-    let mut additional_gids: Vec<u32> = Vec::new();
-    let add = |g: u32, list: &mut Vec<u32>| {
-        if g != gid && !list.contains(&g) {
-            list.push(g);
-        }
-    };
-    if let Some(e) = &entry {
-        for g in group.get_or_empty() {
-            if g.members.contains(&e.name) {
-                add(g.gid, &mut additional_gids);
-            }
-        }
+    let mut additional_gids: Vec<u32> = vec![gid];
+    if let (Some(e), SupplementalGroupsPolicy::Merge) =
+        (&entry, security.supplemental_groups_policy)
+    {
+        // containerd skips a group named as the user (its primary group, by convention).
+        let member = |g: &&GroupEntry| g.name != e.name && g.members.contains(&e.name);
+        additional_gids.extend(group.get_or_empty().iter().filter(member).map(|g| g.gid));
     }
     for &g in &security.supplemental_groups {
-        add(id_u32(g, F_SUPPLEMENTAL)?, &mut additional_gids);
+        additional_gids.push(id_u32(g, F_SUPPLEMENTAL)?);
     }
+    additional_gids.sort_unstable();
+    additional_gids.dedup();
     let (username, home) = match entry {
         Some(e) => (Some(e.name), Some(e.home).filter(|h| !h.is_empty())),
         None => (None, None),
@@ -540,17 +542,17 @@ bad:x:x:alice
         // (image User, uid, gid, additional gids, user name)
         type Case<'a> = (&'a str, u32, u32, &'a [u32], Option<&'a str>);
         let cases: &[Case] = &[
-            ("", 0, 0, &[10], Some("root")),
-            ("root", 0, 0, &[10], Some("root")),
-            ("alice", 1000, 1000, &[10, 44, 2000], Some("alice")),
-            ("1000", 1000, 1000, &[10, 44, 2000], Some("alice")),
-            ("alice:www", 1000, 33, &[10, 44, 2000], Some("alice")),
-            ("alice:44", 1000, 44, &[10, 2000], Some("alice")),
-            ("1000:33", 1000, 33, &[10, 44, 2000], Some("alice")),
-            ("1000:video", 1000, 44, &[10, 2000], Some("alice")),
-            ("4242", 4242, 0, &[], None),
-            ("4242:4343", 4242, 4343, &[], None),
-            ("www", 33, 33, &[], Some("www")),
+            ("", 0, 0, &[0, 10], Some("root")),
+            ("root", 0, 0, &[0, 10], Some("root")),
+            ("alice", 1000, 1000, &[10, 44, 1000, 2000], Some("alice")),
+            ("1000", 1000, 1000, &[10, 44, 1000, 2000], Some("alice")),
+            ("alice:www", 1000, 33, &[10, 33, 44, 2000], Some("alice")),
+            ("alice:44", 1000, 44, &[10, 44, 2000], Some("alice")),
+            ("1000:33", 1000, 33, &[10, 33, 44, 2000], Some("alice")),
+            ("1000:video", 1000, 44, &[10, 44, 2000], Some("alice")),
+            ("4242", 4242, 0, &[0], None),
+            ("4242:4343", 4242, 4343, &[4343], None),
+            ("www", 33, 33, &[33], Some("www")),
         ];
         for &(user, uid, gid, groups, name) in cases {
             let r = ok(resolve_image_user(user, &layers));
@@ -574,7 +576,8 @@ bad:x:x:alice
         let empty = layer_with(&[]);
         let layers = vec![empty.path().to_path_buf()];
         let r = ok(resolve_image_user("123", &layers));
-        assert_eq!((r.uid, r.gid, r.additional_gids.len()), (123, 0, 0));
+        assert_eq!((r.uid, r.gid), (123, 0));
+        assert_eq!(r.additional_gids, [0], "the primary gid only");
         let r = ok(resolve_image_user("", &layers));
         assert_eq!((r.uid, r.gid), (0, 0));
         assert_eq!(
@@ -591,16 +594,24 @@ bad:x:x:alice
     fn security_context_wins_over_image() {
         let img = image();
         let layers = vec![img.path().to_path_buf()];
+        // The name wins over the uid, as in containerd.
         let sec = SecurityConfig {
             run_as_user: Some(1000),
             run_as_username: "www".into(),
+            ..Default::default()
+        };
+        let r = ok(resolve(&sec, "root", &layers));
+        assert_eq!((r.uid, r.gid), (33, 33));
+
+        let sec = SecurityConfig {
+            run_as_user: Some(1000),
             supplemental_groups: vec![5, 10, 5, 1000, 7],
             ..Default::default()
         };
         let r = ok(resolve(&sec, "root", &layers));
         assert_eq!((r.uid, r.gid), (1000, 1000));
-        // The user's groups, then the requested ones; no duplicates, never the primary.
-        assert_eq!(r.additional_gids, [10, 44, 2000, 5, 7]);
+        // The primary, the user's groups and the requested ones; sorted, no duplicates.
+        assert_eq!(r.additional_gids, [5, 7, 10, 44, 1000, 2000]);
 
         let sec = SecurityConfig {
             run_as_user: Some(1000),
@@ -648,6 +659,80 @@ bad:x:x:alice
             }),
             F_SUPPLEMENTAL
         );
+    }
+
+    #[test]
+    fn strict_policy_reads_no_group_file() {
+        let img = image();
+        let layers = vec![img.path().to_path_buf()];
+        let strict = |sec: SecurityConfig| SecurityConfig {
+            supplemental_groups_policy: SupplementalGroupsPolicy::Strict,
+            ..sec
+        };
+        // containerd's cases: only the primary gid and the requested groups.
+        let r = ok(resolve(
+            &strict(SecurityConfig {
+                run_as_user: Some(1000),
+                supplemental_groups: vec![1234],
+                ..Default::default()
+            }),
+            "",
+            &layers,
+        ));
+        assert_eq!(
+            (r.uid, r.gid),
+            (1000, 1000),
+            "the gid still comes from passwd"
+        );
+        assert_eq!(r.additional_gids, [1000, 1234]);
+        let r = ok(resolve(
+            &strict(SecurityConfig {
+                run_as_user: Some(1000),
+                run_as_group: Some(2000),
+                supplemental_groups: vec![3333],
+                ..Default::default()
+            }),
+            "0",
+            &layers,
+        ));
+        assert_eq!((r.uid, r.gid), (1000, 2000));
+        assert_eq!(r.additional_gids, [2000, 3333]);
+        let r = ok(resolve(
+            &strict(SecurityConfig::default()),
+            "alice",
+            &layers,
+        ));
+        assert_eq!(r.additional_gids, [1000]);
+        // A group named in the image's User is still looked up.
+        let r = ok(resolve(
+            &strict(SecurityConfig::default()),
+            "alice:video",
+            &layers,
+        ));
+        assert_eq!((r.gid, r.additional_gids.as_slice()), (44, [44].as_slice()));
+
+        // Merge, the same request: the image's memberships too.
+        let r = ok(resolve(
+            &SecurityConfig {
+                run_as_user: Some(1000),
+                supplemental_groups: vec![1234],
+                ..Default::default()
+            },
+            "",
+            &layers,
+        ));
+        assert_eq!(r.additional_gids, [10, 44, 1000, 1234, 2000]);
+    }
+
+    #[test]
+    fn a_group_named_as_the_user_is_not_a_membership() {
+        let img = layer_with(&[
+            ("etc/passwd", "bob:x:7:7::/:\n"),
+            ("etc/group", "bob:x:77:bob\nops:x:88:bob\n"),
+        ]);
+        let layers = vec![img.path().to_path_buf()];
+        let r = ok(resolve_image_user("bob", &layers));
+        assert_eq!(r.additional_gids, [7, 88]);
     }
 
     #[test]

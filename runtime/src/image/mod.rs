@@ -2,10 +2,12 @@
 //! tied together by [`ImageStore`], which is what the CRI ImageService calls.
 
 pub mod content;
+pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
+mod targuard;
 pub mod unpack;
 
 mod pull;
@@ -15,6 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use limits::ImageLimits;
 pub use registry::{AuthConfig, RegistryConfig};
 pub use usage::FsUsage;
 
@@ -33,6 +36,7 @@ pub struct ImageStore {
     content: ContentStore,
     snapshots: Snapshots,
     registry: Registry,
+    limits: Arc<ImageLimits>,
     /// One lock per blob being fetched and per layer being unpacked, so concurrent pulls of
     /// the same content wait for one download and one unpack.
     fetches: crate::locks::KeyedLocks,
@@ -43,8 +47,13 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Open the stores under `root` (`<root>/content`, `<root>/snapshots`) and collect what a
-    /// killed pull or remove left behind.
-    pub fn open(root: &Path, db: Arc<Db>, registry: RegistryConfig) -> Result<ImageStore> {
+    /// killed pull or remove left behind. Pulls stay within `limits`.
+    pub fn open(
+        root: &Path,
+        db: Arc<Db>,
+        registry: RegistryConfig,
+        limits: ImageLimits,
+    ) -> Result<ImageStore> {
         let registry =
             Registry::new(registry).map_err(|e| Error::invalid("registry", e.to_string()))?;
         let store = ImageStore {
@@ -53,10 +62,14 @@ impl ImageStore {
             content: ContentStore::open(&root.join("content"))?,
             snapshots: Snapshots::open(&root.join("snapshots"))?,
             registry,
+            limits: Arc::new(limits),
             fetches: Default::default(),
             gc_lock: tokio::sync::RwLock::new(()),
         };
-        store.collect_unlocked()?;
+        // Best effort: a snapshot that cannot be collected must not keep corrald down.
+        if let Err(e) = store.collect_unlocked() {
+            tracing::warn!(error = %crate::error::chain(&e), "collecting at start failed; retried at the next collection");
+        }
         Ok(store)
     }
 
@@ -126,7 +139,9 @@ impl ImageStore {
     }
 
     /// Remove an image and all its names, then collect what nothing references any more.
-    /// Idempotent: an unknown image is not an error.
+    /// Idempotent: an unknown image is not an error. Once the record is gone the image is
+    /// removed, whatever its snapshots hold: a collection that fails is logged and retried
+    /// at the next one, never reported to the caller (kubelet's image GC would retry forever).
     pub async fn remove(&self, image: &str) -> Result<()> {
         let Some(record) = self.resolve(image)? else {
             return Ok(());
@@ -134,7 +149,10 @@ impl ImageStore {
         if self.db.remove_image(&record.id)? {
             tracing::info!(image = %record.id, names = ?record.repo_tags, "image removed");
         }
-        self.collect().await
+        if let Err(e) = self.collect().await {
+            tracing::warn!(image = %record.id, error = %crate::error::chain(&e), "collecting after a removal failed; retried at the next collection");
+        }
+        Ok(())
     }
 
     /// Delete snapshots and blobs that no image references.
@@ -165,17 +183,32 @@ impl ImageStore {
         for c in self.db.list_containers()? {
             layers.extend(c.image.layers.iter().cloned());
         }
+        // Each item on its own: one that cannot be removed (logged) never keeps the others.
+        let mut failed = 0usize;
         for s in self.snapshots.list()? {
             if !layers.contains(&s) {
                 tracing::debug!(snapshot = %s, "collecting unreferenced snapshot");
-                self.snapshots.remove(&s)?;
+                if let Err(e) = self.snapshots.remove(&s) {
+                    failed += 1;
+                    tracing::warn!(snapshot = %s, error = %crate::error::chain(&e), "could not collect a snapshot; retried at the next collection");
+                }
             }
         }
+        // No pull runs now (they hold the lock shared): leftover unpacks and removals go.
+        self.snapshots.sweep();
         for b in self.content.list()? {
             if !blobs.contains(&b) {
                 tracing::debug!(blob = %b, "collecting unreferenced blob");
-                self.content.remove(&b)?;
+                if let Err(e) = self.content.remove(&b) {
+                    failed += 1;
+                    tracing::warn!(blob = %b, error = %crate::error::chain(&e), "could not collect a blob; retried at the next collection");
+                }
             }
+        }
+        if failed > 0 {
+            return Err(Error::Internal(format!(
+                "{failed} unreferenced snapshots or blobs could not be collected"
+            )));
         }
         Ok(())
     }

@@ -6,9 +6,13 @@
 use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
+use std::sync::Arc;
+
+use super::limits::LimitExceeded;
 use super::manifest::{self, Descriptor, Manifest, MAX_LAYER_BYTES};
 use super::reference::Reference;
-use super::registry::{is_index, AuthConfig, RegistryError, Session, MAX_CONFIG_BYTES};
+use super::registry::{is_index, AuthConfig, RegistryError, Session};
+use super::unpack::ImageBudget;
 use super::ImageStore;
 use crate::error::{Error, Result};
 use crate::store::image::{ImageRecord, LayerRecord};
@@ -16,6 +20,10 @@ use crate::store::image::{ImageRecord, LayerRecord};
 /// Layers fetched and unpacked at the same time. Registries and disks both like a few streams;
 /// past this, a 2-core node only thrashes.
 const LAYER_CONCURRENCY: usize = 6;
+
+fn limit_error(limit: LimitExceeded) -> Error {
+    invalid_content(limit.to_string())
+}
 
 fn invalid_content(what: String) -> Error {
     Error::Registry(RegistryError::Invalid {
@@ -42,26 +50,62 @@ impl ImageStore {
         let _shared = self.gc_lock.read().await;
         let session = self.registry.session(reference, auth);
 
-        let top = session.manifest(reference.manifest_reference()).await?;
-        let manifest_bytes;
-        let manifest_digest;
-        if is_index(&top.media_type) {
-            let index: manifest::Index = serde_json::from_slice(&top.bytes)
+        let limits = &self.limits;
+        let top = session
+            .manifest(reference.manifest_reference(), limits.max_manifest_bytes)
+            .await?;
+        let top_digest = top.digest.clone();
+        // Down the indexes to this platform's manifest, each level bounded in size, in
+        // entries and in number.
+        let mut current = top;
+        let mut top_index = None;
+        let mut depth = 0u32;
+        while is_index(&current.media_type) {
+            depth += 1;
+            if depth > limits.max_index_depth {
+                return Err(limit_error(LimitExceeded::new(
+                    "max_index_depth",
+                    limits.max_index_depth.into(),
+                    format!("indexes nest more than {} deep", limits.max_index_depth),
+                )));
+            }
+            let index: manifest::Index = serde_json::from_slice(&current.bytes)
                 .map_err(|e| invalid_content(format!("index: {e}")))?;
+            if index.manifests.len() as u64 > u64::from(limits.max_index_entries) {
+                return Err(limit_error(LimitExceeded::new(
+                    "max_index_entries",
+                    limits.max_index_entries.into(),
+                    format!(
+                        "index {} has {} entries",
+                        current.digest,
+                        index.manifests.len()
+                    ),
+                )));
+            }
             let desc = manifest::select_platform(&index, manifest::host_arch())
                 .map_err(invalid_content)?;
-            let child = session.manifest(&desc.digest).await?;
-            if is_index(&child.media_type) {
-                return Err(invalid_content("nested index".into()));
+            let child = session
+                .manifest(&desc.digest, limits.max_manifest_bytes)
+                .await?;
+            // Only the top-level index is kept (the image's digest name points at it).
+            if top_index.is_none() {
+                top_index = Some((current.digest, current.bytes));
             }
-            self.content.write(&top.digest, &top.bytes)?;
-            manifest_digest = child.digest;
-            manifest_bytes = child.bytes;
-        } else {
-            manifest_digest = top.digest.clone();
-            manifest_bytes = top.bytes;
+            current = child;
         }
+        if let Some((digest, bytes)) = &top_index {
+            self.content.write(digest, bytes)?;
+        }
+        let manifest_digest = current.digest;
+        let manifest_bytes = current.bytes;
         let m: Manifest = manifest::parse_manifest(&manifest_bytes).map_err(invalid_content)?;
+        if m.layers.len() as u64 > u64::from(limits.max_layers) {
+            return Err(limit_error(LimitExceeded::new(
+                "max_layers",
+                limits.max_layers.into(),
+                format!("manifest {manifest_digest} has {} layers", m.layers.len()),
+            )));
+        }
 
         let config_size =
             manifest::validate_descriptor(&m.config, "config").map_err(invalid_content)?;
@@ -69,7 +113,12 @@ impl ImageStore {
             self.content.read(&m.config.digest)?
         } else {
             let bytes = session
-                .small_blob(&m.config.digest, config_size, MAX_CONFIG_BYTES)
+                .small_blob(
+                    &m.config.digest,
+                    config_size,
+                    limits.max_config_bytes,
+                    "max_config_bytes",
+                )
                 .await?;
             self.content.write(&m.config.digest, &bytes)?;
             bytes
@@ -98,8 +147,12 @@ impl ImageStore {
             .zip(config.rootfs.diff_ids.iter().cloned())
             .collect();
         let session = &session;
+        let budget = Arc::new(ImageBudget::new(limits.max_image_bytes));
         futures::stream::iter(jobs)
-            .map(|(desc, diff_id)| async move { self.ensure_layer(session, &desc, &diff_id).await })
+            .map(|(desc, diff_id)| {
+                let budget = budget.clone();
+                async move { self.ensure_layer(session, &desc, &diff_id, budget).await }
+            })
             .buffer_unordered(LAYER_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
@@ -112,7 +165,7 @@ impl ImageStore {
         {
             names.push(t);
         }
-        names.push(reference.digested_name(&top.digest));
+        names.push(reference.digested_name(&top_digest));
         let size = config_size + layers.iter().map(|l| l.size).sum::<u64>();
         let record = ImageRecord {
             id: m.config.digest.clone(),
@@ -138,7 +191,10 @@ impl ImageStore {
         drop(_shared);
         if !dropped.is_empty() {
             tracing::info!(images = ?dropped, "images left without names removed");
-            self.collect().await?;
+            // The pull succeeded; what cannot be collected now is collected next time.
+            if let Err(e) = self.collect().await {
+                tracing::warn!(error = %e, "collecting after a pull failed; retried at the next collection");
+            }
         }
         Ok(record)
     }
@@ -151,6 +207,7 @@ impl ImageStore {
         session: &Session<'_>,
         desc: &Descriptor,
         diff_id: &str,
+        budget: Arc<ImageBudget>,
     ) -> Result<()> {
         // Distinct keys: an uncompressed layer's blob digest is its diff id.
         let _layer = self.fetches.lock(&format!("snapshot/{diff_id}")).await;
@@ -180,10 +237,25 @@ impl ImageStore {
         let media_type = desc.media_type.clone();
         let diff = diff_id.to_string();
         let snapshots = self.snapshots.clone();
-        let result =
-            tokio::task::spawn_blocking(move || snapshots.unpack(&blob, &media_type, &diff))
-                .await
-                .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
+        let limits = self.limits.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            snapshots.unpack(&blob, &media_type, &diff, &limits, &budget)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
+        match &result {
+            Ok(()) => {
+                tracing::debug!(
+                    diff_id,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "layer unpacked"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(diff_id, error = %crate::error::chain(e), "layer refused; nothing of it kept")
+            }
+        }
         if result.is_err() {
             // A blob whose layer does not verify or unpack is useless and possibly hostile.
             let _ = self.content.remove(&desc.digest);

@@ -16,10 +16,6 @@ use tokio::io::AsyncWriteExt;
 use super::reference::{Reference, DOCKER_HUB};
 use crate::error::ErrorKind;
 
-/// Manifests and image configs are small; anything bigger is hostile.
-pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
-pub const MAX_CONFIG_BYTES: usize = 8 << 20;
-
 pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -342,7 +338,8 @@ fn sha256_digest(bytes: &[u8]) -> String {
 impl Session<'_> {
     /// Fetch a manifest or index by tag or digest. When `reference` is a digest the bytes must
     /// hash to it.
-    pub async fn manifest(&self, reference: &str) -> Result<Fetched, RegistryError> {
+    /// Manifests are small; one over `max` bytes (`image.max_manifest_bytes`) is hostile.
+    pub async fn manifest(&self, reference: &str, max: u64) -> Result<Fetched, RegistryError> {
         let accept = [
             MT_OCI_INDEX,
             MT_DOCKER_LIST,
@@ -357,7 +354,7 @@ impl Session<'_> {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &what).await?;
+        let bytes = read_capped(resp, max, "image.max_manifest_bytes", &what).await?;
         let digest = sha256_digest(&bytes);
         if reference.contains(':') && digest != reference {
             return Err(RegistryError::Invalid {
@@ -378,22 +375,24 @@ impl Session<'_> {
         })
     }
 
-    /// Fetch a small blob (an image config) into memory, verified.
+    /// Fetch a small blob (an image config) into memory, verified; `max` is the bound
+    /// `image.<key>`.
     pub async fn small_blob(
         &self,
         digest: &str,
         size: u64,
-        max: usize,
+        max: u64,
+        key: &'static str,
     ) -> Result<Vec<u8>, RegistryError> {
         let what = format!("blob {digest}");
-        if size > max as u64 {
+        if size > max {
             return Err(RegistryError::Invalid {
                 what,
-                reason: format!("declared size {size} exceeds {max}"),
+                reason: format!("declared size {size} exceeds image.{key} = {max}"),
             });
         }
         let resp = self.get("blobs", digest, "*/*", &what).await?;
-        let bytes = read_capped(resp, max, &what).await?;
+        let bytes = read_capped(resp, max, &format!("image.{key}"), &what).await?;
         verify(
             &what,
             digest,
@@ -637,7 +636,7 @@ impl Session<'_> {
             #[serde(default)]
             access_token: String,
         }
-        let body = read_capped(resp, 1 << 20, "token response").await?;
+        let body = read_capped(resp, 1 << 20, "the token size limit", "token response").await?;
         let t: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| unauth(format!("token endpoint {realm}: bad response: {e}")))?;
         let token = if t.token.is_empty() {
@@ -688,7 +687,8 @@ fn verify(
 
 async fn read_capped(
     resp: reqwest::Response,
-    max: usize,
+    max: u64,
+    bound: &str,
     what: &str,
 ) -> Result<Vec<u8>, RegistryError> {
     let endpoint = resp.url().to_string();
@@ -699,10 +699,10 @@ async fn read_capped(
             endpoint: endpoint.clone(),
             detail: format!("reading {what}: {e}"),
         })?;
-        if out.len() + chunk.len() > max {
+        if (out.len() + chunk.len()) as u64 > max {
             return Err(RegistryError::Invalid {
                 what: what.to_string(),
-                reason: format!("larger than {max} bytes"),
+                reason: format!("exceeds {bound} = {max}: more than {max} bytes"),
             });
         }
         out.extend_from_slice(&chunk);

@@ -28,6 +28,10 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tar::{Archive, Entry, EntryType};
 
+use super::limits::{ImageLimits, LimitExceeded};
+use super::targuard::TarGuard;
+use crate::fstree::truncated;
+
 /// Counts of what was written.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnpackStats {
@@ -42,6 +46,9 @@ pub enum UnpackError {
     UnsafeEntry { path: String, reason: String },
     #[error("reading layer tar: {0}")]
     Tar(#[source] std::io::Error),
+    /// The layer goes past one of `[image]`'s bounds.
+    #[error("layer {0}")]
+    Limit(#[from] LimitExceeded),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -62,11 +69,22 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 const IMPLIED_DIR_MODE: u32 = 0o755;
 const COPY_BUF_LEN: usize = 64 * 1024;
 
-/// Unpack an uncompressed layer tar into `dest` (an existing, empty directory).
-/// On error the caller removes `dest`; this function need not clean up.
+/// Unpack an uncompressed layer tar into `dest` (an existing, empty directory), within the
+/// default [`ImageLimits`]. On error the caller removes `dest`; this function need not clean up.
 pub fn unpack_layer<R: std::io::Read>(
     tar: R,
     dest: &std::path::Path,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_layer_within(tar, dest, &ImageLimits::default())
+}
+
+/// [`unpack_layer`] within `limits`: the depth and length of every entry's path (and link
+/// target), the number of entries and the bytes written to files. The bytes of the tar
+/// stream itself are bounded by the caller's reader ([`LimitedReader`]).
+pub fn unpack_layer_within<R: std::io::Read>(
+    tar: R,
+    dest: &std::path::Path,
+    limits: &ImageLimits,
 ) -> Result<UnpackStats, UnpackError> {
     let root = Dir::open(
         dest,
@@ -79,15 +97,29 @@ pub fn unpack_layer<R: std::io::Read>(
         root,
         // Without root the ids in the tar cannot be applied; files keep the caller's.
         chown: nix::unistd::geteuid().is_root(),
+        limits,
     };
     let mut progress = Progress {
         dirs: Vec::new(),
         stats: UnpackStats::default(),
         buf: vec![0; COPY_BUF_LEN],
     };
-    let mut archive = Archive::new(tar);
-    for entry in archive.entries().map_err(UnpackError::Tar)? {
-        let mut entry = entry.map_err(UnpackError::Tar)?;
+    // The guard refuses long-name and PAX members too large to buffer, before the tar crate
+    // reads them whole.
+    let mut archive = Archive::new(TarGuard::new(tar, limits.max_path_bytes.into()));
+    let mut seen: u64 = 0;
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        // Every member counts, skipped ones too: each costs a header to parse.
+        seen += 1;
+        if seen > limits.max_layer_entries {
+            return Err(LimitExceeded::new(
+                "max_layer_entries",
+                limits.max_layer_entries,
+                format!("more than {} entries", limits.max_layer_entries),
+            )
+            .into());
+        }
         snapshot.entry(&mut entry, &mut progress)?;
     }
     snapshot.finish_dirs(progress.dirs)?;
@@ -110,7 +142,7 @@ pub fn decompress<'a, R: std::io::BufRead + 'a>(
             (&mut reader)
                 .take(ZSTD_MAGIC.len() as u64)
                 .read_to_end(&mut magic)
-                .map_err(UnpackError::Tar)?;
+                .map_err(tar_err)?;
             let compression = sniff(&magic);
             wrap(compression, io::Cursor::new(magic).chain(reader))
         }
@@ -175,7 +207,7 @@ fn wrap<'a, R: BufRead + 'a>(
         // Multi-member: pigz and eStargz layers are several concatenated gzip streams.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Tar)?)
+            Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(tar_err)?)
         }
     })
 }
@@ -263,17 +295,17 @@ struct Meta {
 impl Meta {
     fn read<R: Read>(entry: &mut Entry<'_, R>, raw: &str) -> Result<Self, UnpackError> {
         let header = entry.header();
-        let mode = header.mode().map_err(UnpackError::Tar)? & 0o7777;
-        let mut uid = header.uid().map_err(UnpackError::Tar)?;
-        let mut gid = header.gid().map_err(UnpackError::Tar)?;
+        let mode = header.mode().map_err(tar_err)? & 0o7777;
+        let mut uid = header.uid().map_err(tar_err)?;
+        let mut gid = header.gid().map_err(tar_err)?;
         let mut mtime = (
-            i64::try_from(header.mtime().map_err(UnpackError::Tar)?).unwrap_or(i64::MAX),
+            i64::try_from(header.mtime().map_err(tar_err)?).unwrap_or(i64::MAX),
             0,
         );
         let mut xattrs = Vec::new();
-        if let Some(extensions) = entry.pax_extensions().map_err(UnpackError::Tar)? {
+        if let Some(extensions) = entry.pax_extensions().map_err(tar_err)? {
             for extension in extensions {
-                let extension = extension.map_err(UnpackError::Tar)?;
+                let extension = extension.map_err(tar_err)?;
                 let key = extension.key_bytes();
                 let value = extension.value_bytes();
                 let number = || std::str::from_utf8(value).ok()?.parse::<u64>().ok();
@@ -306,14 +338,8 @@ impl Meta {
 }
 
 fn device(header: &tar::Header) -> Result<libc::dev_t, UnpackError> {
-    let major = header
-        .device_major()
-        .map_err(UnpackError::Tar)?
-        .unwrap_or(0);
-    let minor = header
-        .device_minor()
-        .map_err(UnpackError::Tar)?
-        .unwrap_or(0);
+    let major = header.device_major().map_err(tar_err)?.unwrap_or(0);
+    let minor = header.device_minor().map_err(tar_err)?.unwrap_or(0);
     Ok(makedev(major.into(), minor.into()))
 }
 
@@ -350,6 +376,7 @@ fn write_file<R: Read>(
     name: &OsStr,
     host: &Path,
     buf: &mut [u8],
+    (budget, limit): (u64, u64),
 ) -> Result<u64, UnpackError> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -365,11 +392,23 @@ fn write_file<R: Read>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(UnpackError::Tar(e)),
+            Err(e) => return Err(tar_err(e)),
         };
+        // Counted as written, not as the header says: sparse entries expand their holes.
+        written += n as u64;
+        if written > budget {
+            return Err(LimitExceeded::new(
+                "max_layer_bytes",
+                limit,
+                format!(
+                    "more than {limit} bytes written to files (at {})",
+                    truncated(raw.as_bytes())
+                ),
+            )
+            .into());
+        }
         file.write_all(&buf[..n])
             .map_err(|e| io_error("write", host.to_path_buf(), e))?;
-        written += n as u64;
     }
     if written != expected {
         return Err(UnpackError::Tar(io::Error::new(
@@ -434,6 +473,85 @@ fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
 }
 
+/// A read error of the tar stream; a bound the stream reader enforces comes back as itself.
+pub(crate) fn tar_err(e: io::Error) -> UnpackError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
+    {
+        Some(limit) => UnpackError::Limit(limit.clone()),
+        None => UnpackError::Tar(e),
+    }
+}
+
+/// Counts the bytes read through it against the layer's bound and the image's shared one,
+/// failing the read that goes past either: decompressed bytes are counted as they come,
+/// whatever the tar headers claim, so a gzip bomb stops at the bound.
+pub struct LimitedReader<'a, R> {
+    inner: R,
+    read: u64,
+    max: u64,
+    image: Option<&'a ImageBudget>,
+}
+
+/// Decompressed bytes left to one pull, shared by its concurrent layer unpacks.
+#[derive(Debug)]
+pub struct ImageBudget {
+    used: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl ImageBudget {
+    pub fn new(max: u64) -> Self {
+        ImageBudget {
+            used: std::sync::atomic::AtomicU64::new(0),
+            max,
+        }
+    }
+}
+
+impl<'a, R> LimitedReader<'a, R> {
+    pub fn new(inner: R, max: u64, image: Option<&'a ImageBudget>) -> Self {
+        LimitedReader {
+            inner,
+            read: 0,
+            max,
+            image,
+        }
+    }
+}
+
+impl<R: Read> Read for LimitedReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(io::Error::other(LimitExceeded::new(
+                "max_layer_bytes",
+                self.max,
+                format!("more than {} bytes once decompressed", self.max),
+            )));
+        }
+        if let Some(image) = self.image {
+            let used = image
+                .used
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
+                + n as u64;
+            if used > image.max {
+                return Err(io::Error::other(LimitExceeded::new(
+                    "max_image_bytes",
+                    image.max,
+                    format!(
+                        "the image's layers hold more than {} bytes once decompressed",
+                        image.max
+                    ),
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn unsafe_entry(path: &str, reason: impl Into<String>) -> UnpackError {
     UnpackError::UnsafeEntry {
         path: path.to_owned(),
@@ -454,6 +572,7 @@ struct Snapshot<'d> {
     dest: &'d Path,
     root: Dir,
     chown: bool,
+    limits: &'d ImageLimits,
 }
 
 /// What the unpack has done so far.
@@ -468,6 +587,59 @@ impl Snapshot<'_> {
         let mut path = self.dest.to_path_buf();
         path.extend(names);
         path
+    }
+
+    /// An entry's path and link target within `max_path_bytes`, checked before either is
+    /// copied anywhere.
+    fn check_lengths<R: Read>(&self, entry: &Entry<'_, R>) -> Result<(), UnpackError> {
+        let max = u64::from(self.limits.max_path_bytes);
+        let path = entry.path_bytes();
+        if path.len() as u64 > max {
+            return Err(LimitExceeded::new(
+                "max_path_bytes",
+                max,
+                format!(
+                    "entry {:?} has a path of {} bytes",
+                    truncated(&path),
+                    path.len()
+                ),
+            )
+            .into());
+        }
+        if let Some(target) = entry.link_name_bytes() {
+            if target.len() as u64 > max {
+                return Err(LimitExceeded::new(
+                    "max_path_bytes",
+                    max,
+                    format!(
+                        "entry {:?} links to a target of {} bytes",
+                        truncated(&path),
+                        target.len()
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a path more than `max_depth` names deep: each entry is reached by walking
+    /// its parents from the root, and the tree must stay walkable by every tool.
+    fn check_depth(&self, raw: &str, names: &[OsString]) -> Result<(), UnpackError> {
+        let max = self.limits.max_depth;
+        if names.len() as u64 > u64::from(max) {
+            return Err(LimitExceeded::new(
+                "max_depth",
+                u64::from(max),
+                format!(
+                    "entry {:?} is {} directories deep",
+                    truncated(raw.as_bytes()),
+                    names.len()
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Opens the directory `names` below the root without following any symlink, creating
@@ -543,6 +715,7 @@ impl Snapshot<'_> {
         entry: &mut Entry<'_, R>,
         progress: &mut Progress,
     ) -> Result<(), UnpackError> {
+        self.check_lengths(entry)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
@@ -550,7 +723,7 @@ impl Snapshot<'_> {
             return Ok(());
         }
         let meta = Meta::read(entry, &raw)?;
-        let path = entry.path().map_err(UnpackError::Tar)?.into_owned();
+        let path = entry.path().map_err(tar_err)?.into_owned();
 
         if names_root(&path) {
             if kind != EntryType::Directory {
@@ -567,6 +740,7 @@ impl Snapshot<'_> {
         }
 
         let names = sanitize(&path).map_err(|reason| unsafe_entry(&raw, reason))?;
+        self.check_depth(&raw, &names)?;
         let Some((name, parents)) = names.split_last() else {
             return Err(unsafe_entry(&raw, "empty path"));
         };
@@ -612,14 +786,24 @@ impl Snapshot<'_> {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear_slot(&raw, &parent, name, false, &host)?;
-                let written = write_file(&raw, entry, &parent, name, &host, &mut progress.buf)?;
+                let limit = self.limits.max_layer_bytes;
+                let budget = limit.saturating_sub(progress.stats.bytes);
+                let written = write_file(
+                    &raw,
+                    entry,
+                    &parent,
+                    name,
+                    &host,
+                    &mut progress.buf,
+                    (budget, limit),
+                )?;
                 self.apply_meta(&parent, name, &host, &meta, true)?;
                 progress.stats.bytes += written;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
-                    .map_err(UnpackError::Tar)?
+                    .map_err(tar_err)?
                     .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
                     .into_owned();
                 self.clear_slot(&raw, &parent, name, false, &host)?;
@@ -701,10 +885,11 @@ impl Snapshot<'_> {
     ) -> Result<(), UnpackError> {
         let target = entry
             .link_name()
-            .map_err(UnpackError::Tar)?
+            .map_err(tar_err)?
             .ok_or_else(|| unsafe_entry(raw, "hard link without a target"))?;
         let target_names = sanitize(&target)
             .map_err(|reason| unsafe_entry(raw, format!("hard link target: {reason}")))?;
+        self.check_depth(raw, &target_names)?;
         if target_names == names {
             return Ok(());
         }
@@ -1706,6 +1891,7 @@ mod tests {
 
     #[test]
     fn walk_refuses_symlinks_and_creates_parents() {
+        let limits = ImageLimits::default();
         let tmp = tempdir();
         if let Err(e) = std::os::unix::fs::symlink("/", tmp.path().join("link")) {
             panic!("symlink: {e}");
@@ -1715,6 +1901,7 @@ mod tests {
                 dest: tmp.path(),
                 root,
                 chown: false,
+                limits: &limits,
             },
             Err(e) => panic!("open: {e}"),
         };

@@ -1,7 +1,5 @@
-//! Disk usage of a tree, as `du` counts it: allocated blocks, each inode once.
+//! Disk usage of the image store, as `du` counts it: allocated blocks, each inode once.
 
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -15,34 +13,15 @@ pub struct FsUsage {
     pub timestamp: i64,
 }
 
+/// The usage of everything under `root`. Snapshots are trees a layer author chose, so the
+/// walk is fd-relative (any depth) and a part that cannot be read is logged and left out of
+/// the totals: one broken snapshot never fails ImageFsInfo (kubelet asks all the time).
 pub(crate) fn measure(root: &Path) -> Result<FsUsage> {
-    let mut seen = HashSet::new();
-    let mut bytes = 0u64;
-    let mut inodes = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            // A snapshot removed while we walk is not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("reading", dir)(e)),
-        };
-        for entry in entries.flatten() {
-            let Ok(md) = entry.metadata() else { continue };
-            if seen.insert((md.dev(), md.ino())) {
-                bytes += md.blocks() * 512;
-                inodes += 1;
-            }
-            if md.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    let timestamp = crate::clock::now_nanos();
+    let usage = crate::fstree::disk_usage(root).map_err(Error::io("measuring", root))?;
     Ok(FsUsage {
         mountpoint: root.to_path_buf(),
-        used_bytes: bytes,
-        inodes_used: inodes,
-        timestamp,
+        used_bytes: usage.bytes,
+        inodes_used: usage.inodes,
+        timestamp: crate::clock::now_nanos(),
     })
 }

@@ -146,6 +146,35 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
 
+/// A log file that cannot be opened: one that would leave the pod's log directory (a
+/// symlink on the way, a file where a dir should be) is the request's or the host's fault,
+/// `escape` (InvalidArgument naming the log path at create, FailedPrecondition at reopen);
+/// anything else is Internal.
+fn log_error(
+    what: &str,
+    path: &std::path::Path,
+    e: std::io::Error,
+    escape: ErrorCode,
+) -> ErrorReply {
+    let escaped = e.kind() == std::io::ErrorKind::InvalidInput
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+        );
+    if !escaped {
+        return internal(&format!("{what} the log {}", path.display()), e);
+    }
+    // The field in the text too: the shim's error reaches the client as its message.
+    let message = format!(
+        "config.log_path: {what} the log {}: {e} (it must stay beneath the pod's log directory, through no symlink)",
+        path.display()
+    );
+    match escape {
+        ErrorCode::InvalidArgument => ErrorReply::invalid("config.log_path", message),
+        code => ErrorReply::new(code, message),
+    }
+}
+
 /// A pipe, both ends close-on-exec.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), ErrorReply> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
@@ -186,8 +215,8 @@ impl Container {
 
         let log_file = match &req.log_path {
             Some(path) => Some(
-                LogFile::open(path)
-                    .map_err(|e| internal(&format!("opening the log {}", path.display()), e))?,
+                LogFile::open(path, req.log_dir.as_deref())
+                    .map_err(|e| log_error("opening", path, e, ErrorCode::InvalidArgument))?,
             ),
             None => None,
         };
@@ -324,7 +353,7 @@ impl Container {
         match &mut self.log {
             Some(log) => log
                 .reopen()
-                .map_err(|e| internal(&format!("reopening the log {}", log.path().display()), e)),
+                .map_err(|e| log_error("reopening", log.path(), e, ErrorCode::FailedPrecondition)),
             None => Ok(()),
         }
     }

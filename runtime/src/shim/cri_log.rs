@@ -19,10 +19,16 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{mkdirat, Mode};
 
 use super::log;
+use super::sys::{openat, openat2};
 
 /// The longest text one log line carries: containerd's default
 /// `max_container_log_line_size`, and conmon's buffer.
@@ -123,17 +129,37 @@ impl Splitter {
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
+    /// The pod's log directory the file must stay beneath, and the path relative to it;
+    /// None (an older corrald's request): the path is opened as given.
+    beneath: Option<(PathBuf, PathBuf)>,
     file: File,
     /// The last write failed (and was reported); the next failure is not reported again.
     failing: bool,
 }
 
 impl LogFile {
-    /// Open (create) the file at `path`, making its missing parent dirs (0755).
-    pub fn open(path: &Path) -> io::Result<LogFile> {
+    /// Open (create) the file at `path`, making its missing parent dirs (0755). With
+    /// `beneath` (the pod's log directory, which `path` must start with), the file is
+    /// opened beneath it, never through a symlink out of it: see [`open_beneath`].
+    pub fn open(path: &Path, beneath: Option<&Path>) -> io::Result<LogFile> {
+        let beneath = match beneath {
+            Some(dir) => {
+                // `.`, `//` and a trailing slash (which would follow a symlinked dir) gone.
+                let dir: PathBuf = dir.components().collect();
+                let rel = path.strip_prefix(&dir).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{} is not beneath {}", path.display(), dir.display()),
+                    )
+                })?;
+                Some((dir.clone(), rel.to_path_buf()))
+            }
+            None => None,
+        };
         Ok(LogFile {
             path: path.to_path_buf(),
-            file: open_append(path)?,
+            file: open_append(path, beneath.as_ref())?,
+            beneath,
             failing: false,
         })
     }
@@ -143,9 +169,10 @@ impl LogFile {
     }
 
     /// Open the path anew (kubelet renamed the old file away) and write there from now
-    /// on; on failure the old file stays in use.
+    /// on; on failure the old file stays in use. The directory is checked again: one
+    /// replaced by a symlink since the create is refused here.
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_append(&self.path)?;
+        self.file = open_append(&self.path, self.beneath.as_ref())?;
         self.failing = false;
         Ok(())
     }
@@ -171,7 +198,10 @@ impl LogFile {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+fn open_append(path: &Path, beneath: Option<&(PathBuf, PathBuf)>) -> io::Result<File> {
+    if let Some((dir, rel)) = beneath {
+        return open_beneath(dir, rel);
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         DirBuilder::new()
             .recursive(true)
@@ -184,6 +214,111 @@ fn open_append(path: &Path) -> io::Result<File> {
         .mode(0o640)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
+}
+
+const APPEND: OFlag = OFlag::O_WRONLY
+    .union(OFlag::O_APPEND)
+    .union(OFlag::O_CREAT)
+    .union(OFlag::O_CLOEXEC);
+const LOG_MODE: Mode = Mode::from_bits_truncate(0o640);
+const DIR_MODE: Mode = Mode::from_bits_truncate(0o755);
+
+/// Open `rel` for appending beneath the log directory `dir`, making missing dirs.
+///
+/// `dir` itself is made if missing (its parents are the host's layout, where symlinks are
+/// the admin's and followed) but must not be a symlink: a pod's log directory that someone
+/// replaced by a symlink to `/etc` is refused, at create and at every reopen. Beneath it,
+/// openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS (Linux 5.6+) lets no symlink or
+/// `..` lead out; on older kernels a walk opens each component with O_NOFOLLOW (no symlink
+/// followed at all). Every step is relative to a descriptor, so a swap between the steps
+/// cannot redirect the open.
+pub fn open_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
+    let dir = open_log_dir(dir)?;
+    let opened = match openat2_append(&dir, rel) {
+        Err(Errno::ENOENT) => {
+            make_parents(&dir, rel)?;
+            openat2_append(&dir, rel)
+        }
+        other => other,
+    };
+    match opened {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::ENOSYS) => walk_append(&dir, rel),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An O_PATH fd on the log directory, which is not a symlink.
+fn open_log_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)
+            .map(OwnedFd::from)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+fn openat2_append(dir: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(APPEND)
+        .mode(LOG_MODE)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(dir.as_fd(), rel, how)
+}
+
+/// The file's parent dirs beneath `dir`, made where missing, each opened O_NOFOLLOW.
+fn make_parents(dir: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let mut at = dir.try_clone()?;
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for c in parent.components() {
+        let name = match c {
+            Component::Normal(name) => name,
+            Component::CurDir => continue,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} leaves the log directory", rel.display()),
+                ))
+            }
+        };
+        match mkdirat(Some(at.as_raw_fd()), name, DIR_MODE) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        at = openat(
+            at.as_fd(),
+            Path::new(name),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+    }
+    Ok(at)
+}
+
+/// For kernels without openat2: every component opened O_NOFOLLOW from `dir`.
+fn walk_append(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
+    let parent = make_parents(dir, rel)?;
+    let Some(name) = rel.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", rel.display()),
+        ));
+    };
+    let fd = openat(
+        parent.as_fd(),
+        Path::new(name),
+        APPEND | OFlag::O_NOFOLLOW,
+        LOG_MODE,
+    )?;
+    Ok(File::from(fd))
 }
 
 #[cfg(test)]
@@ -289,7 +424,7 @@ mod tests {
     fn log_file_appends_reopens_and_survives_failures() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/0.log");
-        let mut file = LogFile::open(&path).unwrap();
+        let mut file = LogFile::open(&path, None).unwrap();
         file.write(b"one\n");
         std::fs::rename(&path, dir.path().join("a/b/0.log.1")).unwrap();
         file.write(b"two\n");
@@ -303,9 +438,90 @@ mod tests {
         assert_eq!(mode(&path) & !0o022, 0o640 & !0o022);
         assert_eq!(mode(&dir.path().join("a")) & 0o700, 0o700);
 
-        let mut full = LogFile::open(Path::new("/dev/full")).unwrap();
+        let mut full = LogFile::open(Path::new("/dev/full"), None).unwrap();
         full.write(b"lost\n");
         full.write(b"lost again\n");
         assert!(full.failing);
+    }
+
+    /// Nothing under `outside` (a dir the log must never reach).
+    fn untouched(outside: &Path) {
+        let left: Vec<_> = std::fs::read_dir(outside).unwrap().flatten().collect();
+        assert!(left.is_empty(), "written outside: {left:?}");
+    }
+
+    #[test]
+    fn opens_beneath_the_log_directory_making_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pods/ns_pod_uid");
+        let path = dir.join("app/0.log");
+        // With a trailing slash as a client may send it.
+        let given = PathBuf::from(format!("{}/", dir.display()));
+        let mut file = LogFile::open(&path, Some(&given)).unwrap();
+        file.write(b"one\n");
+        std::fs::rename(&path, dir.join("app/0.log.1")).unwrap();
+        file.reopen().unwrap();
+        file.write(b"two\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert!(LogFile::open(Path::new("/etc/x.log"), Some(&dir)).is_err());
+
+        // The walk (kernels without openat2) makes and opens the same.
+        let fd = open_log_dir(&dir).unwrap();
+        let mut f = walk_append(&fd, Path::new("other/1.log")).unwrap();
+        f.write_all(b"walked\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("other/1.log")).unwrap(),
+            "walked\n"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_log_directory_is_refused_at_open_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let dir = tmp.path().join("pod");
+        std::os::unix::fs::symlink(&outside, &dir).unwrap();
+        assert!(LogFile::open(&dir.join("0.log"), Some(&dir)).is_err());
+        untouched(&outside);
+
+        // Swapped in after the open: the reopen fails, the old file stays in use.
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("app/0.log");
+        let mut file = LogFile::open(&path, Some(&dir)).unwrap();
+        std::fs::rename(&dir, tmp.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &dir).unwrap();
+        assert!(file.reopen().is_err());
+        file.write(b"still the old file\n");
+        untouched(&outside);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("old/app/0.log")).unwrap(),
+            "still the old file\n"
+        );
+    }
+
+    #[test]
+    fn symlinks_beneath_never_lead_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let dir = tmp.path().join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        let link = |name: &str, target: &Path| {
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        };
+        link("abs", &outside);
+        link("rel", Path::new("../outside"));
+        link("file.log", &outside.join("file.log"));
+        let fd = open_log_dir(&dir).unwrap();
+        for rel in ["abs/0.log", "rel/0.log", "abs/new/0.log", "file.log"] {
+            assert!(
+                LogFile::open(&dir.join(rel), Some(&dir)).is_err(),
+                "{rel} opened"
+            );
+            assert!(walk_append(&fd, Path::new(rel)).is_err(), "{rel} walked");
+            untouched(&outside);
+        }
     }
 }

@@ -61,8 +61,10 @@ pub const READY_FD_ENV: &str = "CORRAL_SHIM_READY_FD";
 pub const SHIM_COMM: &str = "corral-shim";
 /// The process name of the pause.
 pub const PAUSE_COMM: &str = "corral-pause";
-/// The longest request or answer line either side accepts.
-pub const MAX_LINE: usize = 1 << 20;
+/// The longest request or answer line either side accepts. An exec carries its process:
+/// the container's environment and the command, each up to 1 MiB as the CRI layer bounds
+/// them (cri-server's convert/limits.rs), JSON-escaped (up to 6 bytes a byte): 16 MiB.
+pub const MAX_LINE: usize = 16 << 20;
 /// The longest answer corrald accepts: an exec's two capped outputs, base64, plus slack.
 pub const MAX_ANSWER: usize = 48 << 20;
 /// ExecSync's cap on each of stdout and stderr, as kubelet's.
@@ -138,6 +140,11 @@ pub struct CreateContainer {
     /// The CRI log file; its parent dirs are made if missing. None: output is discarded.
     #[serde(default)]
     pub log_path: Option<PathBuf>,
+    /// The pod's log directory, which `log_path` starts with: the file is opened beneath
+    /// it, never through a symlink out of it (nor when reopened). None: `log_path` is
+    /// opened as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
     #[serde(default)]
     pub tty: bool,
     /// Keep a pipe on the container's stdin (for attach); /dev/null otherwise.

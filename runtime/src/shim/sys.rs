@@ -1,8 +1,14 @@
 //! The two libc calls that nix does not give this crate (its `poll` feature is off, and
-//! `_exit` needs none of nix): thin safe wrappers.
+//! `_exit` needs none of nix), and nix's openat/openat2 with the new fd owned (nix 0.29
+//! returns a raw one): thin safe wrappers.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow};
+use nix::sys::stat::Mode;
 use std::time::Duration;
 
 /// Events for [`poll`], as in poll(2).
@@ -50,4 +56,23 @@ pub fn close_range(first: u32, last: u32) -> bool {
     // objects is the caller's concern (it is called before any such fd is used again).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
     rc == 0
+}
+
+/// openat(2) relative to `dir`.
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), path, flags, mode)?;
+    // SAFETY: openat just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// openat2(2) relative to `dir` (ENOSYS before Linux 5.6).
+pub fn openat2(dir: BorrowedFd<'_>, path: &Path, how: OpenHow) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), path, how)?;
+    // SAFETY: openat2 just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

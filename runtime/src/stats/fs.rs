@@ -9,7 +9,6 @@
 //! walk only every 5 s, so the walks never take more than ~2% of a thread.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,55 +42,12 @@ pub(crate) fn ttl_for(cost: Duration) -> Duration {
 
 /// Bytes (allocated blocks × 512) and inodes under `root`, root included. Symlinks are
 /// counted, never followed; directories on another device (a mount inside the tree) are
-/// neither counted nor entered; a hard-linked file counts once. Entries that vanish during
-/// the walk (the container deletes files while we count) are skipped.
+/// neither counted nor entered; a hard-linked file counts once. The container chose this
+/// tree: the walk is fd-relative and iterative (any depth), and entries that vanish during
+/// the walk (the container deletes files while we count) or cannot be read are skipped.
 pub(crate) fn disk_usage(root: &Path) -> Result<(u64, u64)> {
-    let top = std::fs::symlink_metadata(root).map_err(Error::io("measuring", root))?;
-    let dev = top.dev();
-    let mut bytes = top.blocks() * 512;
-    let mut inodes = 1u64;
-    // Only files with more than one link can be met twice; remember just those.
-    let mut linked: HashSet<u64> = HashSet::new();
-    let mut dirs = if top.is_dir() {
-        vec![root.to_path_buf()]
-    } else {
-        Vec::new()
-    };
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if dir != root && vanished(&e) => continue,
-            Err(e) => return Err(Error::io("measuring", dir)(e)),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(Error::io("measuring", &dir)(e)),
-            };
-            // fstatat(AT_SYMLINK_NOFOLLOW): a symlink is measured as itself.
-            let md = match entry.metadata() {
-                Ok(md) => md,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(Error::io("measuring", entry.path())(e)),
-            };
-            if md.dev() != dev {
-                continue;
-            }
-            if md.is_dir() {
-                dirs.push(entry.path());
-            } else if md.nlink() > 1 && !linked.insert(md.ino()) {
-                continue;
-            }
-            bytes += md.blocks() * 512;
-            inodes += 1;
-        }
-    }
-    Ok((bytes, inodes))
-}
-
-fn vanished(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
+    let usage = crate::fstree::disk_usage(root).map_err(Error::io("measuring", root))?;
+    Ok((usage.bytes, usage.inodes))
 }
 
 struct Cached {

@@ -427,6 +427,7 @@ pub(crate) mod tests {
             log_path: None,
             cgroup: format!("/pod0123/{id}"),
             stop_signal: 15,
+            user: None,
         }
     }
 

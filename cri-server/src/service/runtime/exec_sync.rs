@@ -16,6 +16,7 @@ impl CriService {
         if req.cmd.is_empty() {
             return Err(CriError::invalid("cmd", "required"));
         }
+        crate::convert::limits::exec_cmd(&req.cmd)?;
         let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
         let out = self
             .containers()

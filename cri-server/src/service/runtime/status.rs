@@ -36,6 +36,14 @@ impl CriService {
             let config = serde_json::to_string(self.config())
                 .map_err(|e| ::runtime::Error::Internal(format!("encoding config: {e}")))?;
             info.insert("config".to_string(), config);
+            // Which profiles a container may ask for on this node.
+            let apparmor =
+                tokio::task::spawn_blocking(::runtime::container::apparmor::host_enabled)
+                    .await
+                    .unwrap_or(false);
+            let (apparmor, seccomp) = security_info(apparmor);
+            info.insert("apparmor".to_string(), apparmor);
+            info.insert("seccomp".to_string(), seccomp);
         }
         Ok(proto::StatusResponse {
             status: Some(proto::RuntimeStatus { conditions }),
@@ -48,9 +56,50 @@ impl CriService {
                     user_namespaces: false,
                 }),
             }],
+            // Strict is honoured (no /etc/group look-up) and ContainerStatus.user reports
+            // the identity, which is what kubelet needs before it asks for Strict.
             features: Some(proto::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         })
+    }
+}
+
+/// The verbose Status entries for AppArmor and seccomp (JSON objects, as "config").
+fn security_info(apparmor_enabled: bool) -> (String, String) {
+    let apparmor = if apparmor_enabled {
+        serde_json::json!({
+            "enabled": true,
+            "profiles": "Localhost profiles loaded in the kernel; RuntimeDefault is unconfined",
+        })
+    } else {
+        serde_json::json!({
+            "enabled": false,
+            "reason": "AppArmor is unavailable on this node: Localhost profiles are refused, \
+                       RuntimeDefault and Unconfined run unconfined",
+        })
+    };
+    let seccomp = serde_json::json!({
+        "enabled": true,
+        "profiles": ["RuntimeDefault (built in)", "Localhost (OCI JSON)", "Unconfined"],
+    });
+    (apparmor.to_string(), seccomp.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn security_info_says_whether_apparmor_is_there() {
+        let (off, seccomp) = super::security_info(false);
+        let off: serde_json::Value = serde_json::from_str(&off).expect("json");
+        assert_eq!(off["enabled"], false);
+        assert!(off["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unavailable")));
+        let (on, _) = super::security_info(true);
+        let on: serde_json::Value = serde_json::from_str(&on).expect("json");
+        assert_eq!(on["enabled"], true);
+        let seccomp: serde_json::Value = serde_json::from_str(&seccomp).expect("json");
+        assert_eq!(seccomp["enabled"], true);
     }
 }

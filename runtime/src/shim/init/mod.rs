@@ -24,9 +24,12 @@
 //! The shim is single-threaded, so A and B are complete copies of it that may allocate;
 //! both end with `_exit` and never return into the shim's code, even when they panic.
 
+mod apparmor;
 mod caps;
 mod process;
 mod rootfs;
+mod seccomp;
+mod syscalls;
 
 use std::fmt::Display;
 use std::fs::File;
@@ -161,6 +164,7 @@ pub fn create(opts: CreateOptions<'_>) -> Result<Created, InitError> {
     let Some(process) = spec.process() else {
         return Err(InitError::invalid("process", "the spec has no process"));
     };
+    let confinement = Confinement::new(&spec, process)?;
     let process = process::Plan::new(process, opts.tty)?;
     let rootfs = rootfs::Plan::new(&spec, opts.bundle, opts.rootfs, opts.tty)?;
     let namespaces = Namespaces::for_create(&spec)?;
@@ -171,7 +175,7 @@ pub fn create(opts: CreateOptions<'_>) -> Result<Created, InitError> {
     let mut keep = stdio.raw().to_vec();
     keep.extend([sync_w.as_raw_fd(), start_r.as_raw_fd()]);
     let pid = spawn(&namespaces, opts.cgroup_procs, &keep, deadline, move || {
-        init_main(&rootfs, &process, stdio, sync_w, start_r)
+        init_main(&rootfs, &process, &confinement, stdio, sync_w, start_r)
     })?;
     let created = Created {
         pid,
@@ -236,7 +240,7 @@ pub struct ExecOptions<'a> {
 /// here: the process writes why to its stderr and exits 127 or 126, as a shell would.
 pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, InitError> {
     let deadline = Instant::now() + TIMEOUT;
-    let _ = opts.spec; // Seccomp will come from it.
+    let confinement = Confinement::new(opts.spec, opts.process)?;
     let process = process::Plan::new(opts.process, opts.tty)?;
     let namespaces = Namespaces::for_exec(opts.container_pid)?;
     let (sync_r, sync_w) = pipe()?;
@@ -244,7 +248,7 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, InitError> {
     let mut keep = stdio.raw().to_vec();
     keep.push(sync_w.as_raw_fd());
     let pid = spawn(&namespaces, opts.cgroup_procs, &keep, deadline, move || {
-        exec_main(&process, stdio, sync_w)
+        exec_main(&process, &confinement, stdio, sync_w)
     })?;
     match read_line(&sync_r, deadline, "the exec's setup") {
         Ok(None) => Ok(pid),
@@ -625,10 +629,61 @@ fn clone_parent() -> nix::Result<Option<Pid>> {
     }
 }
 
+/// The spec's seccomp filter, compiled before the fork, and AppArmor profile.
+struct Confinement {
+    seccomp: Option<seccomp::Filter>,
+    apparmor: Option<String>,
+}
+
+impl Confinement {
+    fn new(spec: &Spec, process: &oci_spec::runtime::Process) -> Result<Confinement, InitError> {
+        Ok(Confinement {
+            seccomp: seccomp::from_spec(spec)?,
+            apparmor: process.apparmor_profile().clone().filter(|p| !p.is_empty()),
+        })
+    }
+
+    /// The AppArmor profile for execve (after pivot_root: the container's /proc), then
+    /// the filter, when the process keeps the right to gain privileges: loading it then
+    /// needs CAP_SYS_ADMIN, which [`process::Plan::become_user`] may drop. Every syscall
+    /// after this is one a sane profile allows (prctl, setgroups, setres[ug]id, capget,
+    /// capset, chdir, prlimit64, stat/access, umask, close_range, read, write, execve),
+    /// as with runc.
+    fn before_user(&self, process: &process::Plan) -> Result<(), InitError> {
+        if let Some(profile) = &self.apparmor {
+            apparmor::change_on_exec(profile)?;
+        }
+        match &self.seccomp {
+            Some(filter) if !process.no_new_privs() => filter.load(),
+            _ => Ok(()),
+        }
+    }
+
+    /// With no_new_privs the filter goes last, before the start wait and execve: the
+    /// fewest syscalls run under it (write, read, close, execve, exit_group).
+    fn after_user(&self, process: &process::Plan) -> Result<(), InitError> {
+        match &self.seccomp {
+            Some(filter) if process.no_new_privs() => filter.load(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Compile an OCI seccomp profile as the shim would: the check behind a Localhost
+/// profile's InvalidArgument at CreateContainer.
+pub fn check_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), InitError> {
+    let mut linux = oci_spec::runtime::Linux::default();
+    linux.set_seccomp(Some(profile.clone()));
+    let mut spec = Spec::default();
+    spec.set_linux(Some(linux));
+    seccomp::from_spec(&spec).map(|_| ())
+}
+
 /// B of a container: set up, report ready, wait for the start byte, execve.
 fn init_main(
     rootfs: &rootfs::Plan<'_>,
     process: &process::Plan,
+    confinement: &Confinement,
     stdio: Stdio,
     sync: OwnedFd,
     start: OwnedFd,
@@ -642,12 +697,14 @@ fn init_main(
         rootfs.enter()?;
         process.ensure_cwd()?;
         rootfs.finish()?;
+        confinement.before_user(process)?;
         process.become_user()?;
         let exe = process
             .look_path()
             .map_err(|e| InitError::invalid("process.args", e.message))?;
         process.set_umask();
         close_fds_except(&keep);
+        confinement.after_user(process)?;
         Ok(exe)
     });
     let exe = match setup {
@@ -677,7 +734,12 @@ fn init_main(
 }
 
 /// B of an exec: set up and execve at once; a missing command ends it with 127 or 126.
-fn exec_main(process: &process::Plan, stdio: Stdio, sync: OwnedFd) -> std::convert::Infallible {
+fn exec_main(
+    process: &process::Plan,
+    confinement: &Confinement,
+    stdio: Stdio,
+    sync: OwnedFd,
+) -> std::convert::Infallible {
     let keep = [sync.as_raw_fd()];
     let setup = guard(|| {
         process::reset_signals();
@@ -685,8 +747,10 @@ fn exec_main(process: &process::Plan, stdio: Stdio, sync: OwnedFd) -> std::conve
         process::setup_stdio(stdio, process.tty)?;
         close_fds_except(&keep);
         process.enter_root()?;
+        confinement.before_user(process)?;
         process.become_user()?;
         process.set_umask();
+        confinement.after_user(process)?;
         Ok(())
     });
     if let Err(e) = setup {

@@ -187,6 +187,12 @@ impl Plan {
         chdir("/").map_err(|e| InitError::step("chdir /", e))
     }
 
+    /// Whether [`become_user`](Self::become_user) sets no_new_privs (and so when the
+    /// seccomp filter may be loaded).
+    pub fn no_new_privs(&self) -> bool {
+        self.no_new_privs
+    }
+
     pub fn set_umask(&self) {
         umask(self.umask);
     }

@@ -480,10 +480,10 @@ impl MountPlan<'_> {
             };
             rro = match mounted {
                 // A sysfs needs a network namespace of the container's own: the host's
-                // /sys instead, read-only.
+                // /sys instead, read-only unless asked for `rw` (privileged).
                 Err(Errno::EPERM) if self.typ == "sysfs" => {
                     rbind("/sys", &target_path).map_err(|e| failed("binding /sys", e))?;
-                    true
+                    opts.set.contains(MsFlags::MS_RDONLY)
                 }
                 other => other.map_err(|e| failed("mount", e))?,
             };
@@ -543,7 +543,9 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
 }
 
 /// A cgroup2 mount on a unified host; on a v1 (or hybrid) host, the host's
-/// /sys/fs/cgroup bound with all its hierarchies, to be made read-only: Ok(true).
+/// /sys/fs/cgroup bound with all its hierarchies, to be made read-only all the way down
+/// (Ok(true)) unless the mount asks for `rw` (privileged, as containerd's
+/// WithWriteableCgroupfs).
 fn mount_cgroup(target: &str, flags: MsFlags, data: Option<&str>) -> Result<bool, Errno> {
     let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -551,7 +553,7 @@ fn mount_cgroup(target: &str, flags: MsFlags, data: Option<&str>) -> Result<bool
     if unified {
         mount(Some("cgroup2"), target, Some("cgroup2"), flags, data).map(|()| false)
     } else {
-        rbind("/sys/fs/cgroup", target).map(|()| true)
+        rbind("/sys/fs/cgroup", target).map(|()| flags.contains(MsFlags::MS_RDONLY))
     }
 }
 
