@@ -499,6 +499,14 @@ async fn live_update(env: &mut Env, pod: &str, pc: &proto::PodSandboxConfig) -> 
             "linux.cpuset_cpus",
         ),
         (
+            // Well-formed, but no host has CPU 1023: the kernel's refusal names the field.
+            bad(proto::LinuxContainerResources {
+                cpuset_cpus: "1023".into(),
+                ..Default::default()
+            }),
+            "linux.cpuset_cpus",
+        ),
+        (
             bad(proto::LinuxContainerResources {
                 memory_limit_in_bytes: 256 * MIB,
                 memory_swap_limit_in_bytes: 128 * MIB,

@@ -326,6 +326,17 @@ impl Cgroup {
                         })
                     }
                 },
+                // The kernel's own refusal of a value the checks let through (a cpuset
+                // naming CPUs this host lacks, a quota the hierarchy forbids) is the
+                // request's fault: name the field.
+                Err(CgroupError::Io { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::ERANGE)) =>
+                {
+                    return Err(CgroupError::InvalidResource {
+                        field: w.field,
+                        reason: format!("the kernel refused {:?} in {}: {source}", w.value, w.file),
+                    })
+                }
                 Err(e) => return Err(e),
             }
         }
