@@ -4,6 +4,7 @@
 pub mod cgroups;
 pub mod client;
 pub mod daemon;
+pub mod harness;
 pub mod images;
 pub mod registry;
 pub mod skip;

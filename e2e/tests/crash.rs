@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use e2e::cgroups::{children, KubeletParent};
 use e2e::client::{spec, Cri};
-use e2e::daemon::Daemon;
-use e2e::images::{Image, ImageConfig};
-use e2e::registry::{skip_reason, Registry, RegistryOptions};
-use e2e::skip::have_root;
+use e2e::harness::BusyboxEnv;
 
 /// Crashes per run, and the cgroup parents (kubelet-style, made by the test) the pods share.
 const CRASHES: usize = 16;
@@ -139,21 +136,15 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn kill_9_at_any_instant_leaves_every_pod_removable_and_nothing_behind() -> Result<()> {
     let test = "kill_9_at_any_instant";
-    if !have_root(test) {
+    let Some(BusyboxEnv {
+        mut daemon,
+        registry: _registry,
+        image,
+        ..
+    }) = BusyboxEnv::start(test, "bridge = \"crtcr1\"\nsubnet = \"10.227.1.0/24\"").await?
+    else {
         return Ok(());
-    }
-    if let Some(why) = skip_reason(&RegistryOptions::default()) {
-        eprintln!("skipping {test}: {why}");
-        return Ok(());
-    }
-    let reg = Registry::start(RegistryOptions::default()).await?;
-    Image::busybox(ImageConfig::default())?
-        .push(&reg, "e2e/busybox", &["latest"])
-        .await?;
-    let mut daemon =
-        Daemon::start("[network]\nbridge = \"crtcr1\"\nsubnet = \"10.227.1.0/24\"\n").await?;
-    let image = format!("{}/e2e/busybox:latest", reg.host());
-    daemon.client().await?.pull(&image, None).await?;
+    };
 
     let top = format!("/corral-e2e-crash-{}", std::process::id());
     let parents: Vec<String> = (0..PARENTS).map(|i| format!("{top}/pod{i}")).collect();

@@ -9,12 +9,10 @@ use anyhow::{ensure, Context, Result};
 use e2e::cgroups::{memory_dir, KubeletParent};
 use e2e::client::{spec, Cri};
 use e2e::daemon::Daemon;
-use e2e::images::{Image, ImageConfig};
-use e2e::registry::{skip_reason, Registry, RegistryOptions};
-use e2e::skip::have_root;
+use e2e::harness::BusyboxEnv;
+use e2e::registry::Registry;
 
 struct Env {
-    // Field order is drop order: pods go (daemon) before the registry.
     _daemon: Daemon,
     cri: Cri,
     _reg: Registry,
@@ -22,29 +20,12 @@ struct Env {
 }
 
 async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
-    if !have_root(test) {
-        return Ok(None);
-    }
-    if let Some(why) = skip_reason(&RegistryOptions::default()) {
-        eprintln!("skipping {test}: {why}");
-        return Ok(None);
-    }
-    let reg = Registry::start(RegistryOptions::default()).await?;
-    Image::busybox(ImageConfig::default())?
-        .push(&reg, "e2e/busybox", &["latest"])
-        .await?;
-    let daemon = Daemon::start(&format!(
-        "[network]\nbridge = \"crtpc{n}\"\nsubnet = \"10.224.{n}.0/24\"\n"
-    ))
-    .await?;
-    let mut cri = daemon.client().await?;
-    let image = format!("{}/e2e/busybox:latest", reg.host());
-    cri.pull(&image, None).await?;
-    Ok(Some(Env {
-        _daemon: daemon,
-        cri,
-        _reg: reg,
-        image,
+    let network = format!("bridge = \"crtpc{n}\"\nsubnet = \"10.224.{n}.0/24\"");
+    Ok(BusyboxEnv::start(test, &network).await?.map(|e| Env {
+        _daemon: e.daemon,
+        cri: e.cri,
+        _reg: e.registry,
+        image: e.image,
     }))
 }
 
