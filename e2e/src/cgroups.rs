@@ -1,5 +1,6 @@
 //! Cgroups as kubelet makes them for its pods: parents that the caller, not corrald, owns.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -47,6 +48,23 @@ pub fn children(path: &str) -> Vec<String> {
     out
 }
 
+/// Every cgroup below `path` at any depth, in every hierarchy.
+pub fn descendants(path: &str) -> BTreeSet<PathBuf> {
+    fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.insert(e.path());
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for dir in dirs(path) {
+        walk(&dir, &mut out);
+    }
+    out
+}
+
 /// A parent cgroup made by the test in every hierarchy, as kubelet makes its pod cgroups;
 /// removed with whatever is left below it when the guard drops, even when the test failed.
 pub struct KubeletParent(pub String);
@@ -61,17 +79,17 @@ impl KubeletParent {
 }
 
 impl Drop for KubeletParent {
-    /// Removes the parent and what is left below it, then its ancestors up to the path's
-    /// first component while they are empty (the test's own top level).
+    /// Removes what is left below the parent (deepest first: a cgroup goes only once it has
+    /// no children), the parent, then its ancestors up to the path's first component while
+    /// they are empty (the test's own top level).
     fn drop(&mut self) {
-        let rel = self.0.trim_start_matches('/');
-        let depth = rel.split('/').count();
+        let mut below: Vec<PathBuf> = descendants(&self.0).into_iter().collect();
+        below.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in below {
+            let _ = std::fs::remove_dir(d);
+        }
+        let depth = self.0.trim_start_matches('/').split('/').count();
         for dir in dirs(&self.0) {
-            if let Ok(children) = std::fs::read_dir(&dir) {
-                for c in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
             let mut d = dir.as_path();
             for _ in 0..depth {
                 if std::fs::remove_dir(d).is_err() {

@@ -16,6 +16,8 @@ pub struct BusyboxEnv {
     pub cri: Cri,
     pub registry: Registry,
     pub image: String,
+    /// The image's id, as PullImage answered.
+    pub image_id: String,
 }
 
 impl BusyboxEnv {
@@ -37,12 +39,13 @@ impl BusyboxEnv {
         let daemon = Daemon::start(&format!("[network]\n{network}\n")).await?;
         let mut cri = daemon.client().await?;
         let image = format!("{}/e2e/busybox:latest", registry.host());
-        cri.pull(&image, None).await?;
+        let image_id = cri.pull(&image, None).await?;
         Ok(Some(BusyboxEnv {
             daemon,
             cri,
             registry,
             image,
+            image_id,
         }))
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use e2e::cgroups::KubeletParent;
 use e2e::client::{spec, Cri};
 use e2e::daemon::Daemon;
 use e2e::images::{Image, ImageConfig};
@@ -20,7 +21,7 @@ struct Env {
     // Field order is drop order: pods go (daemon) before their cgroup parent and registry.
     daemon: Daemon,
     cri: Cri,
-    parent: CgroupParent,
+    parent: KubeletParent,
     _reg: Registry,
     image: String,
     logs: tempfile::TempDir,
@@ -40,7 +41,7 @@ async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
     Image::busybox(ImageConfig::default())?
         .push(&reg, "e2e/busybox", &["latest"])
         .await?;
-    let parent = CgroupParent::make(&format!("/corral-e2e-bounds-{n}"))?;
+    let parent = KubeletParent::make(&format!("/corral-e2e-bounds-{n}"))?;
     let daemon = Daemon::start(&format!(
         "[network]\nbridge = \"crtbd{n}\"\nsubnet = \"10.225.{n}.0/24\"\n"
     ))
@@ -62,63 +63,6 @@ async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
 
 /// A cgroup parent made by the test in every hierarchy (as kubelet makes its own), removed
 /// with everything below it when the test ends, even when it failed.
-struct CgroupParent(String);
-
-fn cgroup_roots() -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("cgroup.procs").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
-        roots.push("/sys/fs/cgroup".into());
-    }
-    roots
-}
-
-impl CgroupParent {
-    fn make(path: &str) -> Result<CgroupParent> {
-        for root in cgroup_roots() {
-            std::fs::create_dir_all(root.join(path.trim_start_matches('/')))?;
-        }
-        Ok(CgroupParent(path.to_string()))
-    }
-
-    /// Every cgroup below the parent, in every hierarchy.
-    fn below(&self) -> BTreeSet<PathBuf> {
-        fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.insert(e.path());
-                    walk(&e.path(), out);
-                }
-            }
-        }
-        let mut out = BTreeSet::new();
-        for root in cgroup_roots() {
-            walk(&root.join(self.0.trim_start_matches('/')), &mut out);
-        }
-        out
-    }
-}
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        // Deepest first: a cgroup is removed only once empty of children.
-        let mut dirs: Vec<PathBuf> = self.below().into_iter().collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-        for root in cgroup_roots() {
-            let _ = std::fs::remove_dir(root.join(self.0.trim_start_matches('/')));
-        }
-    }
-}
-
 /// What a request may have made: listed pods and containers, pod and container state
 /// dirs, our mounts (the pinned namespaces, shm, rootfs), cgroups below the parent.
 #[derive(Debug, PartialEq, Eq)]
@@ -261,7 +205,7 @@ impl Env {
             containers,
             dirs,
             mounts,
-            cgroups: self.parent.below(),
+            cgroups: e2e::cgroups::descendants(&self.parent.0),
         })
     }
 }

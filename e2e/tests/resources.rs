@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use e2e::client::{spec, Cri};
 use e2e::daemon::Daemon;
-use e2e::images::{Image, ImageConfig};
-use e2e::registry::{skip_reason, Registry, RegistryOptions};
-use e2e::skip::have_root;
+use e2e::harness::BusyboxEnv;
+use e2e::registry::Registry;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
@@ -26,30 +25,13 @@ struct Env {
 
 /// A registry with busybox, and a corrald on its own bridge `crtr<n>`.
 async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
-    if !have_root(test) {
-        return Ok(None);
-    }
-    if let Some(why) = skip_reason(&RegistryOptions::default()) {
-        eprintln!("skipping {test}: {why}");
-        return Ok(None);
-    }
-    let reg = Registry::start(RegistryOptions::default()).await?;
-    Image::busybox(ImageConfig::default())?
-        .push(&reg, "e2e/busybox", &["latest"])
-        .await?;
-    let daemon = Daemon::start(&format!(
-        "[network]\nbridge = \"crtr{n}\"\nsubnet = \"10.222.{n}.0/24\"\n"
-    ))
-    .await?;
-    let mut cri = daemon.client().await?;
-    let image = format!("{}/e2e/busybox:latest", reg.host());
-    let image_id = cri.pull(&image, None).await?;
-    Ok(Some(Env {
-        _daemon: daemon,
-        cri,
-        _reg: reg,
-        image,
-        image_id,
+    let network = format!("bridge = \"crtr{n}\"\nsubnet = \"10.222.{n}.0/24\"");
+    Ok(BusyboxEnv::start(test, &network).await?.map(|e| Env {
+        _daemon: e.daemon,
+        cri: e.cri,
+        _reg: e.registry,
+        image: e.image,
+        image_id: e.image_id,
     }))
 }
 

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use e2e::client::{spec, Cri};
 use e2e::daemon::Daemon;
-use e2e::images::{Image, ImageConfig};
-use e2e::registry::{skip_reason, Registry, RegistryOptions};
-use e2e::skip::have_root;
+use e2e::harness::BusyboxEnv;
+use e2e::registry::Registry;
 use proto::security_profile::ProfileType;
 use tonic::Code;
 
@@ -27,29 +26,15 @@ struct Env {
 
 /// A registry with busybox, and a corrald on its own bridge `crtsc<n>`.
 async fn setup(test: &str, n: u8) -> Result<Option<Env>> {
-    if !have_root(test) {
+    let network = format!("bridge = \"crtsc{n}\"\nsubnet = \"10.220.{n}.0/24\"");
+    let Some(e) = BusyboxEnv::start(test, &network).await? else {
         return Ok(None);
-    }
-    if let Some(why) = skip_reason(&RegistryOptions::default()) {
-        eprintln!("skipping {test}: {why}");
-        return Ok(None);
-    }
-    let reg = Registry::start(RegistryOptions::default()).await?;
-    Image::busybox(ImageConfig::default())?
-        .push(&reg, "e2e/busybox", &["latest"])
-        .await?;
-    let daemon = Daemon::start(&format!(
-        "[network]\nbridge = \"crtsc{n}\"\nsubnet = \"10.220.{n}.0/24\"\n"
-    ))
-    .await?;
-    let mut cri = daemon.client().await?;
-    let image = format!("{}/e2e/busybox:latest", reg.host());
-    cri.pull(&image, None).await?;
+    };
     Ok(Some(Env {
-        daemon,
-        cri,
-        _reg: reg,
-        image,
+        daemon: e.daemon,
+        cri: e.cri,
+        _reg: e.registry,
+        image: e.image,
         logs: tempfile::Builder::new()
             .prefix("corral-e2e-logs-")
             .tempdir()?,
