@@ -5,3 +5,4 @@ pub mod convert;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod status;
+pub mod streaming;
