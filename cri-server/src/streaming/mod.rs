@@ -2,3 +2,4 @@
 //! CRI calls `Exec`, `Attach` and `PortForward` return, spoken in SPDY/3.1 or WebSocket.
 
 pub mod channel;
+pub mod spdy;
