@@ -1,0 +1,1 @@
+//! Session tests over in-memory duplex connections.
