@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,21 +17,25 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 
+use crate::container::{AttachSession, ExecExit, ExecSession, StreamFds};
 use crate::error::ErrorKind;
 use crate::shim::args::Args;
 use crate::shim::pause;
 use crate::shim::protocol::{
-    decode_answer, AnswerError, CreateReply, Empty, ErrorCode, ExecReply, PingReply, Request,
-    StatusReply, MAX_ANSWER, MAX_LINE, PAUSE_COMM, PIDNS_FILE, PID_FILE, READY_FD_ENV, SHIM_COMM,
-    SOCKET_FILE,
+    decode_answer, AnswerError, AttachReply, CreateReply, Empty, ErrorCode, ExecReply, PingReply,
+    Request, StatusReply, StreamReply, MAX_ANSWER, MAX_LINE, PAUSE_COMM, PIDNS_FILE, PID_FILE,
+    READY_FD_ENV, SHIM_COMM, SOCKET_FILE,
 };
+use crate::shim::sys;
 
-pub use crate::shim::protocol::{CreateContainer, Exec, ExitStatus, ProcessStatus, RootfsMount};
+pub use crate::shim::protocol::{
+    Attach, CreateContainer, Exec, ExitStatus, ProcessStatus, RootfsMount, Streams,
+};
 
 /// How long a new shim may take to report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -314,6 +319,51 @@ impl PodShim {
         self.call(&Request::Status, CALL_TIMEOUT).await
     }
 
+    /// Start `exec` (whose `stream` says which stdio to stream) with its stdio passed
+    /// here: the fds, and the session that owns the exec (dropping it kills the exec). A
+    /// command that cannot be executed is a session whose exit is already known (126/127
+    /// with the reason) and no fds.
+    pub async fn exec_stream(&self, mut exec: Exec) -> Result<(StreamFds, ExecSession)> {
+        const OP: &str = "exec";
+        exec.stream.get_or_insert_with(Streams::default);
+        let id = exec.id.clone();
+        let mut conn = StreamConn::open(&self.dir).await?;
+        let (reply, fds): (StreamReply, _) = conn
+            .call(OP, &Request::Exec(exec), Some(CREATE_TIMEOUT))
+            .await?;
+        let fds =
+            StreamFds::from_named(&reply.fds, fds).map_err(|message| ShimError::Protocol {
+                dir: self.dir.clone(),
+                op: OP,
+                message,
+            })?;
+        let exit = reply.exit_code.map(|exit_code| ExecExit {
+            exit_code,
+            message: reply.message.clone(),
+        });
+        Ok((fds, ExecSession::new(conn, id, reply.pid, exit)))
+    }
+
+    /// Attach to the running container `id`: the fds and the session (dropping it
+    /// detaches).
+    pub async fn attach(&self, id: &str, streams: Streams) -> Result<(StreamFds, AttachSession)> {
+        const OP: &str = "attach";
+        let mut conn = StreamConn::open(&self.dir).await?;
+        let request = Request::Attach(Attach {
+            id: id.to_string(),
+            streams,
+        });
+        let (reply, fds): (AttachReply, _) = conn.call(OP, &request, Some(CALL_TIMEOUT)).await?;
+        let fds =
+            StreamFds::from_named(&reply.fds, fds).map_err(|message| ShimError::Protocol {
+                dir: self.dir.clone(),
+                op: OP,
+                message,
+            })?;
+        let session = AttachSession::new(conn, id.to_string(), reply.tty, reply.stdin_once);
+        Ok((fds, session))
+    }
+
     async fn call<T: DeserializeOwned>(&self, request: &Request, limit: Duration) -> Result<T> {
         let op = request.op();
         let mut line = serde_json::to_vec(request).map_err(|e| ShimError::Protocol {
@@ -533,6 +583,100 @@ impl Conn {
             ));
         }
         Ok(answer)
+    }
+}
+
+/// A connection that owns a stream (a streamed exec, an attach session): the shim ends
+/// the stream when it closes. Answers may carry fds (`SCM_RIGHTS`); one request at a
+/// time, so whatever fds arrive while an answer is read belong to it.
+#[derive(Debug)]
+pub(crate) struct StreamConn {
+    dir: PathBuf,
+    stream: UnixStream,
+    /// Bytes read beyond the last answer line (none, with one request at a time).
+    buf: Vec<u8>,
+}
+
+impl StreamConn {
+    async fn open(dir: &Path) -> Result<StreamConn> {
+        let conn = Conn::open(dir).await?;
+        let stream = conn
+            .reader
+            .into_inner()
+            .reunite(conn.writer)
+            .map_err(|e| ShimError::Io {
+                dir: dir.to_path_buf(),
+                op: "connect",
+                source: io::Error::other(e.to_string()),
+            })?;
+        Ok(StreamConn {
+            dir: dir.to_path_buf(),
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Send `request`, decode its answer and take its fds; `limit` None waits forever.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &mut self,
+        op: &'static str,
+        request: &Request,
+        limit: Option<Duration>,
+    ) -> Result<(T, Vec<OwnedFd>)> {
+        let mut line = serde_json::to_vec(request).map_err(|e| ShimError::Protocol {
+            dir: self.dir.clone(),
+            op,
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let exchange = async {
+            self.stream.write_all(&line).await?;
+            self.read_answer().await
+        };
+        let (answer, fds) = match limit {
+            None => exchange.await,
+            Some(limit) => {
+                tokio::time::timeout(limit, exchange)
+                    .await
+                    .map_err(|_| ShimError::Timeout {
+                        dir: self.dir.clone(),
+                        op,
+                        after: limit,
+                    })?
+            }
+        }
+        .map_err(io_err(&self.dir, op))?;
+        Ok((decode(&self.dir, op, &answer)?, fds))
+    }
+
+    async fn read_answer(&mut self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut fds = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line = self.buf.drain(..=end).collect();
+                return Ok((line, fds));
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("answer longer than {MAX_LINE} bytes"),
+                ));
+            }
+            let stream = &self.stream;
+            let n = stream
+                .async_io(Interest::READABLE, || {
+                    sys::recv_with_fds(stream.as_fd(), &mut chunk, &mut fds)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the shim closed the connection without a whole answer",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
     }
 }
 

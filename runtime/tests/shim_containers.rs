@@ -315,6 +315,7 @@ fn exec_request(container: &str, id: &str, args: &[&str], timeout_ms: u64) -> Re
         process: process(args, false),
         timeout_ms,
         max_output: 16 << 20,
+        stream: None,
     })
 }
 

@@ -40,24 +40,14 @@ impl Containers {
         let record = self.running(id)?;
         let span = tracing::debug_span!("exec", pod = %record.pod_id, container = %record.id);
         let _e = span.enter();
-        let spec_path = record.spec_file();
-        let spec: oci_spec::runtime::Spec = {
-            let bytes = std::fs::read(&spec_path).map_err(Error::io("reading", &spec_path))?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Internal(format!("{}: {e}", spec_path.display())))?
-        };
-        let mut process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| Error::Internal("the container's spec has no process".into()))?;
-        process.set_args(Some(cmd.to_vec()));
-        process.set_terminal(Some(false));
+        let process = exec_process(&record, cmd, false).await?;
         let exec = Exec {
             id: format!("exec-{}", hex::encode(rand::random::<[u8; 8]>())),
             container_id: record.id.clone(),
             process,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_output: MAX_EXEC_OUTPUT,
+            stream: None,
         };
         let limit = if timeout.is_zero() {
             EXEC_UNBOUNDED
@@ -92,7 +82,7 @@ impl Containers {
     }
 
     /// The container, which must be running (FailedPrecondition otherwise).
-    fn running(&self, id: &str) -> Result<ContainerRecord> {
+    pub(super) fn running(&self, id: &str) -> Result<ContainerRecord> {
         let record = self.get(id)?;
         if !record.is_running() {
             return Err(Error::FailedPrecondition(format!(
@@ -102,4 +92,29 @@ impl Containers {
         }
         Ok(record)
     }
+}
+
+/// The process an exec runs in the container of `record`: the container's own (user,
+/// capabilities, no_new_privs, env, cwd, rlimits, AppArmor; its seccomp and cgroup come
+/// with the container) with `cmd` as its args, on a terminal when `tty`.
+pub(super) async fn exec_process(
+    record: &ContainerRecord,
+    cmd: &[String],
+    tty: bool,
+) -> Result<oci_spec::runtime::Process> {
+    let spec_path = record.spec_file();
+    let read_path = spec_path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&read_path))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the spec: {e}")))?
+        .map_err(Error::io("reading", &spec_path))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("{}: {e}", spec_path.display())))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::Internal("the container's spec has no process".into()))?;
+    process.set_args(Some(cmd.to_vec()));
+    process.set_terminal(Some(tty));
+    Ok(process)
 }

@@ -22,6 +22,7 @@ pub mod seccomp;
 pub mod spec;
 mod start;
 mod stop;
+mod stream;
 mod update;
 mod user;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{ContainerConfig, ImageInfo};
 pub use exec::ExecOutput;
+pub use stream::{resize_pty, AttachSession, ExecExit, ExecSession, StreamFds, StreamRequest};
 pub use update::ResourceUpdate;
 
 use crate::error::{Error, Result};

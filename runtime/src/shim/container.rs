@@ -6,6 +6,8 @@
 //! output: the server polls [`Container::outputs`] and calls [`Container::read`]
 //! exit:   [`Container::on_exit`] drains the output and sets the OOM flag, then the
 //!         reaper writes the exit file
+//! attach: [`Container::attach`] hands out a dup of stdin and a pipe per output stream;
+//!         [`Container::read`] writes each chunk to the log, then to every attacher
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -22,8 +24,9 @@ use oci_spec::runtime::Spec;
 use super::cri_log::{LogFile, Splitter, Stream};
 use super::init::{self, CreateOptions, Created, InitError, Stdio};
 use super::log;
-use super::protocol::{CreateContainer, ErrorCode, ErrorReply, ExitStatus};
+use super::protocol::{AttachReply, CreateContainer, ErrorCode, ErrorReply, ExitStatus, Streams};
 use super::pty;
+use super::stream::{Attacher, Fanned};
 use super::time::now_rfc3339_nano;
 
 /// How many reads of the shared buffer one drain makes at most per stream: processes
@@ -43,9 +46,15 @@ pub struct Container {
     pub started: bool,
     /// Set when the reaper collected the init (with the OOM flag decided).
     pub exit: Option<ExitStatus>,
-    /// The write end of the container's stdin pipe, kept for attach.
-    #[allow(dead_code)] // attach is not served yet; holding it keeps stdin open
+    /// The write end of the container's stdin pipe, kept for attach (None for a tty:
+    /// the pty master is stdin), until close_stdin.
     stdin: Option<OwnedFd>,
+    /// The container was made with stdin (CRI `stdin`) and close_stdin has not closed it.
+    stdin_open: bool,
+    stdin_once: bool,
+    tty: bool,
+    /// Pipes to attach sessions, per output stream; closed at the exit.
+    attachers: Vec<Attacher>,
     /// stdout and stderr read ends, or the one pty master.
     pub outputs: Vec<Output>,
     /// None: output is read and dropped.
@@ -58,6 +67,7 @@ pub struct Output {
     /// None once it reached its end.
     pub file: Option<File>,
     pub pty: bool,
+    stream: Stream,
     splitter: Splitter,
 }
 
@@ -94,6 +104,7 @@ impl Output {
         Ok(Output {
             file: Some(File::from(fd)),
             pty,
+            stream,
             splitter: Splitter::new(stream),
         })
     }
@@ -284,6 +295,10 @@ impl Container {
             started: false,
             exit: None,
             stdin,
+            stdin_open: req.stdin,
+            stdin_once: req.stdin_once,
+            tty: req.tty,
+            attachers: Vec::new(),
             outputs,
             log: log_file,
             oom,
@@ -378,6 +393,10 @@ impl Container {
                         write_log(&mut self.log, scratch);
                     }
                 }
+                let stream = output.stream;
+                let id = &self.id;
+                self.attachers
+                    .retain_mut(|a| a.stream != stream || a.write(&buf[..n], id) == Fanned::Kept);
             }
             ReadResult::End => {
                 output.file = None;
@@ -417,6 +436,8 @@ impl Container {
         // Never started: nothing runs that could be killed later.
         self.created = None;
         self.exit = Some(exit.clone());
+        // Attachers read end of file once the output up to the exit is theirs.
+        self.attachers.clear();
     }
 
     /// The end of the container's record: the partial lines still pending go to the log,
@@ -429,6 +450,69 @@ impl Container {
         }
         write_log(&mut self.log, scratch);
         self.stdin = None;
+        self.attachers.clear();
+    }
+
+    /// Attach connection `conn`: corrald's fds (in the answer's `fds` order) for the
+    /// streams asked for. stdin is a dup of the shim's write end (or of the pty master),
+    /// absent when the container has none.
+    pub fn attach(
+        &mut self,
+        conn: u64,
+        streams: Streams,
+    ) -> Result<(AttachReply, Vec<OwnedFd>), ErrorReply> {
+        if !self.running() {
+            return Err(ErrorReply::new(
+                ErrorCode::FailedPrecondition,
+                format!("container {} is not running", self.id),
+            ));
+        }
+        let mut names = Vec::new();
+        let mut fds = Vec::new();
+        if streams.stdin && self.stdin_open {
+            let dup = match self.tty {
+                true => self
+                    .outputs
+                    .first()
+                    .and_then(|o| o.file.as_ref())
+                    .map(|f| f.as_fd().try_clone_to_owned()),
+                false => self.stdin.as_ref().map(|fd| fd.try_clone()),
+            };
+            if let Some(dup) = dup {
+                fds.push(dup.map_err(|e| internal("dup", e))?);
+                names.push("stdin".to_string());
+            }
+        }
+        let mut new = Vec::new();
+        for (name, wanted, stream) in [
+            ("stdout", streams.stdout, Stream::Stdout),
+            ("stderr", streams.stderr && !self.tty, Stream::Stderr),
+        ] {
+            if wanted {
+                let (attacher, read_end) = Attacher::new(conn, stream)?;
+                new.push(attacher);
+                fds.push(read_end);
+                names.push(name.to_string());
+            }
+        }
+        self.attachers.extend(new);
+        let reply = AttachReply {
+            fds: names,
+            tty: self.tty,
+            stdin_once: self.stdin_once,
+        };
+        Ok((reply, fds))
+    }
+
+    /// Remove connection `conn`'s attachers (its reader closes them anyway).
+    pub fn detach(&mut self, conn: u64) {
+        self.attachers.retain(|a| a.conn != conn);
+    }
+
+    /// Close the shim's write end of stdin (StdinOnce); later attaches get no stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+        self.stdin_open = false;
     }
 
     /// The fds to poll for output, with their index in [`Container::outputs`].

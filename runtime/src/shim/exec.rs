@@ -97,28 +97,8 @@ impl ExecRun {
             ];
             (stdio, captures)
         };
-        let pid = init::exec(ExecOptions {
-            container_pid: container.pid,
-            spec: &container.spec,
-            process: &req.process,
-            stdio,
-            tty,
-            cgroup_procs: &container.cgroup_procs,
-        })
-        .map_err(|e| {
-            // The init may exit between the running check and the opening of its
-            // namespaces, before the reaper has seen it: that is a container that is not
-            // running, as kubelet expects to be told, not an internal error (found by the
-            // CRI fuzz test).
-            if alive(container.pid) {
-                init_error(e)
-            } else {
-                ErrorReply::new(
-                    ErrorCode::FailedPrecondition,
-                    format!("container {} is not running: {e}", req.container_id),
-                )
-            }
-        })?;
+        // A command that cannot run writes why to its stderr, captured like any output.
+        let pid = spawn_in(container, &req.process, stdio, tty)?.pid;
         Ok(ExecRun {
             id: req.id.clone(),
             container_id: req.container_id.clone(),
@@ -216,6 +196,38 @@ impl ExecRun {
             timed_out: self.timed_out(),
         })
     }
+}
+
+/// Start `process` in the running `container` with `stdio` (init::exec, so with the
+/// container's namespaces, cgroup, user, capabilities, no_new_privs and seccomp).
+pub fn spawn_in(
+    container: &Container,
+    process: &oci_spec::runtime::Process,
+    stdio: Stdio,
+    tty: bool,
+) -> Result<init::Spawned, ErrorReply> {
+    init::exec(ExecOptions {
+        container_pid: container.pid,
+        spec: &container.spec,
+        process,
+        stdio,
+        tty,
+        cgroup_procs: &container.cgroup_procs,
+    })
+    .map_err(|e| {
+        // The init may exit between the running check and the opening of its
+        // namespaces, before the reaper has seen it: that is a container that is not
+        // running, as kubelet expects to be told, not an internal error (found by the
+        // CRI fuzz test).
+        if alive(container.pid) {
+            init_error(e)
+        } else {
+            ErrorReply::new(
+                ErrorCode::FailedPrecondition,
+                format!("container {} is not running: {e}", container.id),
+            )
+        }
+    })
 }
 
 /// SIGKILL `root` and every process below it (and its process group if it leads one).

@@ -6,7 +6,8 @@
 //! serves corrald over `<dir>/shim.sock` ([`protocol`], [`server`]) while it reaps every
 //! child and records each tracked exit ([`reaper`], [`exit_file`]). It holds each
 //! container's stdio and writes its CRI log ([`cri_log`]), and runs ExecSync's processes
-//! with their output captured in memory ([`exec`]). It outlives corrald; a restarted
+//! with their output captured in memory ([`exec`]), and streamed execs and attach sessions
+//! whose fds go to corrald ([`stream`]). It outlives corrald; a restarted
 //! corrald reattaches through [`crate::shim_client::connect`].
 //!
 //! Children the shim forks inherit its blocked signal mask (SIGCHLD, SIGTERM, SIGINT),
@@ -30,8 +31,9 @@ pub mod protocol;
 mod pty;
 mod reaper;
 mod server;
+mod stream;
 #[allow(unsafe_code)]
-mod sys;
+pub(crate) mod sys;
 pub mod time;
 
 pub use daemon::main;

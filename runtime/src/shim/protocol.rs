@@ -29,6 +29,47 @@
 //! {"op":"forget","id":".."}                    -> {"ok":true}            (drop an exited one)
 //! ```
 //!
+//! Streaming (kubectl/crictl exec -it and attach): the data never flows through the shim.
+//! It makes the pipes (or the pty) and passes corrald's ends over this socket with
+//! `SCM_RIGHTS`, attached to the sendmsg that carries the first byte of the answer line;
+//! `fds` names them in the order they arrive. The connection then stays open and owns the
+//! stream: when it closes, a streamed exec still running is SIGKILLed (its whole process
+//! tree) and an attacher is removed.
+//!
+//! ```text
+//! {"op":"exec",..Exec,"stream":{"stdin":true,"stdout":true,"stderr":true}}
+//!     -> {"ok":true,"pid":N,"fds":["stdin","stdout","stderr"]}       at once (StreamReply)
+//!     -> {"ok":true,"pid":N,"fds":["pty"]}                          with process.terminal
+//!     -> {"ok":true,"pid":N,"fds":[],"exit_code":127,"message":".."}  cannot be executed
+//! {"op":"wait","id":<exec id>}     (same connection) -> ExitStatus at its exit
+//! {"op":"attach","id":"..","stdin":true,"stdout":true,"stderr":true}
+//!     -> {"ok":true,"fds":["stdin","stdout","stderr"],"tty":false,"stdin_once":true}
+//! {"op":"close_stdin","id":".."}                     -> {"ok":true}
+//! ```
+//!
+//! A streamed exec's fds are corrald's ends of fresh pipes (only the streams asked for; the
+//! others are /dev/null), or the pty master once as `pty` (stdin written to it, output read
+//! from it, resized with TIOCSWINSZ). A command that is missing (127) or not executable
+//! (126) is a success answer with `exit_code`, `message` and no fds; nothing more is owed,
+//! a `wait` for it is `not_found`. `timeout_ms` and `max_output` do not apply to a
+//! streamed exec. Its exit is kept until the owning connection has been answered a `wait`
+//! (or closes); streamed execs are bounded per pod ([`MAX_STREAMS`]).
+//!
+//! `attach` (to a running container, else `failed_precondition`) answers `stdin` (a dup of
+//! the shim's write end of the container's stdin pipe, or of the pty master for a tty;
+//! absent, not an error, when the container was made without stdin or its stdin was
+//! closed), and `stdout`/`stderr` (read ends of new pipes; a tty has only `stdout`). Every
+//! output chunk the shim reads afterwards goes to the CRI log and, without blocking, to each
+//! attacher's pipe (1 MiB where the kernel allows it); a chunk that does not fit is dropped
+//! for that attacher only, and an attacher whose reader has gone (EPIPE) is removed. The
+//! pipes close (EOF for the reader) once the container has exited and its output has been
+//! drained. Attach sessions are bounded per pod ([`MAX_STREAMS`]). The fds share their open
+//! file description with the shim's: the pty master must stay O_NONBLOCK.
+//!
+//! `close_stdin` closes the shim's own write end of the container's stdin pipe (StdinOnce:
+//! once every attacher's dup is closed too, the container reads end of file); later
+//! attaches get no stdin. For a tty it only marks stdin closed: the pty carries the output.
+//!
 //! An op may defer its answer (as `shutdown` does); the shim keeps serving other
 //! connections meanwhile, and answers on one connection stay in request order.
 //!
@@ -71,6 +112,8 @@ pub const MAX_ANSWER: usize = 48 << 20;
 pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 /// The [`ProcessStatus::id`] of the pause.
 pub const PAUSE_ID: &str = "pause";
+/// Streamed execs, and attach sessions, each at most this many per pod at a time.
+pub const MAX_STREAMS: usize = 64;
 
 /// One request line. New operations are new variants; the tag is the `op` field.
 // One request lives at a time, briefly: boxing the large variants would buy nothing.
@@ -105,6 +148,10 @@ pub enum Request {
     ReopenLog { id: String },
     /// Drop an exited process from the table (the container was removed): answers [`Empty`].
     Forget { id: String },
+    /// Stream a running container's stdio: answers [`AttachReply`] with fds.
+    Attach(Attach),
+    /// Close the shim's write end of the container's stdin: answers [`Empty`].
+    CloseStdin { id: String },
 }
 
 impl Request {
@@ -121,6 +168,8 @@ impl Request {
             Request::Exec(_) => "exec",
             Request::ReopenLog { .. } => "reopen_log",
             Request::Forget { .. } => "forget",
+            Request::Attach(_) => "attach",
+            Request::CloseStdin { .. } => "close_stdin",
         }
     }
 }
@@ -195,6 +244,61 @@ pub struct Exec {
     pub timeout_ms: u64,
     /// Each of stdout and stderr is cut at this many bytes (kubelet: 16 MiB).
     pub max_output: usize,
+    /// Stream instead of capturing: answered at once with fds ([`StreamReply`]). Absent:
+    /// ExecSync's capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Streams>,
+}
+
+/// Which stdio streams are wanted, for a streamed exec or an attach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streams {
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdout: bool,
+    #[serde(default)]
+    pub stderr: bool,
+}
+
+/// Answer to a streamed [`Request::Exec`]; the fds come with it (`SCM_RIGHTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamReply {
+    /// The exec's host pid.
+    pub pid: i32,
+    /// The names of the fds attached, in order: `stdin`, `stdout`, `stderr`, or `pty`.
+    #[serde(default)]
+    pub fds: Vec<String>,
+    /// Set when the command could not be executed (127 missing, 126 not executable):
+    /// there are no fds and no exit to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the command could not be executed, as a shell would say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Stream a running container's stdio.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// The container id.
+    pub id: String,
+    #[serde(flatten)]
+    pub streams: Streams,
+}
+
+/// Answer to [`Request::Attach`]; the fds come with it (`SCM_RIGHTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachReply {
+    /// The names of the fds attached, in order: `stdin`, `stdout`, `stderr`.
+    #[serde(default)]
+    pub fds: Vec<String>,
+    /// The container has a terminal: its output is one raw stream (`stdout`).
+    #[serde(default)]
+    pub tty: bool,
+    /// The container's stdin is to be closed after the first attach's stdin ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// Answer to [`Request::Exec`]. Output is base64 so that any bytes survive JSON.

@@ -9,10 +9,18 @@
 //! Each round: output first (one read of at most [`READ_BUF`] bytes per ready fd, into
 //! the CRI log or an exec's capture), then exits (a container's output is drained and
 //! its OOM flag decided before its exit file is written and its waiters answered), then
-//! new connections and requests, then exec timeouts.
+//! new connections and requests, then exec timeouts, then the streams of connections
+//! that closed (see [`super::stream`]).
+//!
+//! An answer may carry fds (a streamed exec's, an attach's): they are queued with the
+//! answer's offset in the write buffer, and sent with `SCM_RIGHTS` on the sendmsg that
+//! starts at that offset (a write never runs past the next such offset), then closed.
+//! A connection that owns a stream is polled for its hang-up even while it waits for a
+//! deferred answer.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,10 +37,12 @@ use super::exec::ExecRun;
 use super::log;
 use super::pause::{self, Pause};
 use super::protocol::{
-    encode_error, encode_success, CreateContainer, CreateReply, Empty, ErrorCode, ErrorReply, Exec,
-    PingReply, Request, StatusReply, MAX_LINE, PAUSE_ID, PID_FILE, SOCKET_FILE,
+    encode_error, encode_success, Attach, CreateContainer, CreateReply, Empty, ErrorCode,
+    ErrorReply, Exec, PingReply, Request, StatusReply, Streams, MAX_LINE, MAX_STREAMS, PAUSE_ID,
+    PID_FILE, SOCKET_FILE,
 };
 use super::reaper::Reaper;
+use super::stream::{self, StreamExec};
 use super::sys::{self, pollfd, POLLIN, POLLOUT};
 
 /// Connections beyond this many are answered with an error and closed.
@@ -65,6 +75,10 @@ pub struct Server {
     containers: Vec<Container>,
     /// Execs until answered.
     execs: Vec<ExecRun>,
+    /// Streamed execs until their owner has been told the exit, or has gone.
+    streams: Vec<StreamExec>,
+    /// Attach sessions: (connection, container id).
+    attaches: Vec<(u64, String)>,
     /// Connections waiting for the exit of a process: (connection, process id).
     waiters: Vec<(u64, String)>,
     /// The shared read buffer ([`READ_BUF`]), allocated on the first output.
@@ -96,10 +110,18 @@ struct Conn {
     eof: bool,
     /// Writing failed: drop the connection.
     dead: bool,
+    /// Bytes written so far: the offset of `wbuf[0]` in the connection's output.
+    sent: u64,
+    /// Fds to pass, each with the output offset of the answer they belong to.
+    fds: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// It owns a streamed exec or an attach session (released when it closes).
+    streams: bool,
 }
 
 enum Outcome {
     Now(Vec<u8>),
+    /// An answer with fds to pass along with its first byte.
+    WithFds(Vec<u8>, Vec<OwnedFd>),
     Deferred,
 }
 
@@ -144,6 +166,8 @@ impl Server {
             stop: None,
             containers: Vec::new(),
             execs: Vec::new(),
+            streams: Vec::new(),
+            attaches: Vec::new(),
             waiters: Vec::new(),
             buf: Vec::new(),
             scratch: Vec::new(),
@@ -213,6 +237,7 @@ impl Server {
             }
             self.on_exec_timers();
             self.pump();
+            self.release_closed();
             self.conns.retain(|c| !c.finished());
             if self.scratch.capacity() > SCRATCH_KEEP {
                 self.scratch = Vec::new();
@@ -251,7 +276,9 @@ impl Server {
                 events |= POLLOUT;
             }
             let mut fd = pollfd(c.stream.as_fd(), events);
-            if events == 0 {
+            // A stream's owner is watched for its hang-up (always reported) even while
+            // its `wait` is deferred.
+            if events == 0 && !(c.streams && !c.eof) {
                 // Nothing to wait for (and a closed peer would report POLLHUP forever).
                 fd.fd = -1;
             }
@@ -359,9 +386,10 @@ impl Server {
                 .map(|(conn, _)| *conn)
                 .collect();
             self.waiters.retain(|(_, id)| *id != ended.id);
-            for conn in waiting {
-                self.answer(conn, answer.clone());
+            for conn in &waiting {
+                self.answer(*conn, answer.clone());
             }
+            let answered = waiting;
             let is_container = self
                 .containers
                 .iter()
@@ -375,6 +403,23 @@ impl Server {
                 run.drain(&mut self.buf);
                 let answer = run.answer(Some(&exit));
                 self.answer(run.reply_to, answer);
+            }
+            // A streamed exec's exit is kept for its owner's `wait`, unless the owner was
+            // just told it or has gone.
+            if let Some(i) = self
+                .streams
+                .iter()
+                .position(|e| e.id == ended.id && e.pid == ended.pid)
+            {
+                let owner = self.streams[i].conn;
+                let told = answered.contains(&owner);
+                let owner_here = self.conns.iter().any(|c| c.id == owner && c.streams);
+                if told || !owner_here {
+                    self.streams.remove(i);
+                } else {
+                    self.streams[i].exited = true;
+                    continue;
+                }
             }
             // Execs (answered, or given up on after a timeout) leave no record.
             if !is_container && ended.id != PAUSE_ID {
@@ -443,6 +488,9 @@ impl Server {
                         waiting: false,
                         eof: false,
                         dead: false,
+                        sent: 0,
+                        fds: VecDeque::new(),
+                        streams: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -486,6 +534,15 @@ impl Server {
             let id = conn.id;
             match self.dispatch(id, &line) {
                 Some(Outcome::Now(answer)) => self.conns[index].wbuf.extend(answer),
+                Some(Outcome::WithFds(answer, fds)) => {
+                    let conn = &mut self.conns[index];
+                    let at = conn.sent + conn.wbuf.len() as u64;
+                    if !fds.is_empty() {
+                        conn.fds.push_back((at, fds));
+                    }
+                    conn.wbuf.extend(answer);
+                    conn.streams = true;
+                }
                 Some(Outcome::Deferred) => self.conns[index].waiting = true,
                 None => {}
             }
@@ -531,12 +588,23 @@ impl Server {
             Request::Kill { id, signal } => Outcome::reply(self.kill(&id, signal)),
             Request::Wait { id } => match self.reaper.exit_of(&id) {
                 None => Outcome::Now(encode_error(&not_found("process", &id))),
-                Some(Some(exit)) => Outcome::Now(encode_success(exit)),
+                Some(Some(exit)) => {
+                    let answer = encode_success(exit);
+                    self.told_exit(conn, &id);
+                    Outcome::Now(answer)
+                }
                 Some(None) => {
                     self.waiters.push((conn, id));
                     Outcome::Deferred
                 }
             },
+            Request::Exec(req) if req.stream.is_some() => {
+                let streams = req.stream.unwrap_or_default();
+                match self.stream_exec(&req, streams, conn) {
+                    Ok((answer, fds)) => Outcome::WithFds(answer, fds),
+                    Err(e) => Outcome::Now(encode_error(&e)),
+                }
+            }
             Request::Exec(req) => match self.exec(&req, conn) {
                 Ok(()) => Outcome::Deferred,
                 Err(e) => Outcome::Now(encode_error(&e)),
@@ -547,7 +615,133 @@ impl Server {
                     .map(|()| Empty {}),
             ),
             Request::Forget { id } => Outcome::reply(self.forget(&id).map(|()| Empty {})),
+            Request::Attach(req) => match self.attach(&req, conn) {
+                Ok((answer, fds)) => Outcome::WithFds(answer, fds),
+                Err(e) => Outcome::Now(encode_error(&e)),
+            },
+            Request::CloseStdin { id } => Outcome::reply(self.container(&id).map(|c| {
+                c.close_stdin();
+                Empty {}
+            })),
         })
+    }
+
+    /// Start a streamed exec owned by connection `conn`: its answer and corrald's fds.
+    fn stream_exec(
+        &mut self,
+        req: &Exec,
+        streams: Streams,
+        conn: u64,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), ErrorReply> {
+        self.refuse_when_stopping()?;
+        if self.streams.len() >= MAX_STREAMS {
+            return Err(precondition(format!(
+                "{MAX_STREAMS} streamed execs already run in this pod"
+            )));
+        }
+        if self.reaper.has_id(&req.id) || self.execs.iter().any(|e| e.id == req.id) {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyExists,
+                format!("exec id {:?} is in use in this pod", req.id),
+            ));
+        }
+        let container = self
+            .containers
+            .iter()
+            .find(|c| c.id == req.container_id)
+            .ok_or_else(|| not_found("container", &req.container_id))?;
+        if !container.running() {
+            return Err(precondition(format!(
+                "container {} is not running",
+                req.container_id
+            )));
+        }
+        let started = stream::exec(req, streams, container)?;
+        let pid = Pid::from_raw(started.reply.pid);
+        // Tracked before the loop reaps again, so that its exit cannot be missed; one
+        // that cannot run owes nobody an exit and leaves no record once reaped.
+        self.reaper.track(&req.id, pid, None);
+        if started.reply.exit_code.is_none() {
+            self.streams.push(StreamExec {
+                id: req.id.clone(),
+                pid,
+                conn,
+                exited: false,
+            });
+        }
+        Ok((encode_success(&started.reply), started.fds))
+    }
+
+    fn attach(&mut self, req: &Attach, conn: u64) -> Result<(Vec<u8>, Vec<OwnedFd>), ErrorReply> {
+        self.refuse_when_stopping()?;
+        if self.attaches.len() >= MAX_STREAMS {
+            return Err(precondition(format!(
+                "{MAX_STREAMS} attach sessions already open in this pod"
+            )));
+        }
+        let (reply, fds) = self.container(&req.id)?.attach(conn, req.streams)?;
+        self.attaches.push((conn, req.id.clone()));
+        Ok((encode_success(&reply), fds))
+    }
+
+    /// Connection `conn` was answered the exit of `id`: a streamed exec it owns is done.
+    fn told_exit(&mut self, conn: u64, id: &str) {
+        if let Some(i) = self
+            .streams
+            .iter()
+            .position(|e| e.id == id && e.conn == conn && e.exited)
+        {
+            let done = self.streams.remove(i);
+            self.reaper.forget(&done.id, done.pid);
+        }
+    }
+
+    /// Release the streams of connections that have closed: SIGKILL the process tree of
+    /// each streamed exec still running (its record goes once it is reaped), forget those
+    /// that ended, remove the attachers.
+    fn release_closed(&mut self) {
+        for index in 0..self.conns.len() {
+            let conn = &mut self.conns[index];
+            if !conn.streams || !(conn.eof || conn.dead) {
+                continue;
+            }
+            conn.streams = false;
+            // Nobody is left to answer: a deferred `wait` of its own is dropped.
+            conn.waiting = false;
+            let id = conn.id;
+            self.waiters.retain(|(c, _)| *c != id);
+            let mut i = 0;
+            while i < self.streams.len() {
+                let run = &self.streams[i];
+                if run.conn != id {
+                    i += 1;
+                    continue;
+                }
+                if run.exited {
+                    let done = self.streams.remove(i);
+                    self.reaper.forget(&done.id, done.pid);
+                } else {
+                    log(format_args!(
+                        "exec {} (pid {}): its connection closed; killing it",
+                        run.id, run.pid
+                    ));
+                    super::exec::kill_tree(run.pid);
+                    i += 1;
+                }
+            }
+            let attached: Vec<String> = self
+                .attaches
+                .iter()
+                .filter(|(c, _)| *c == id)
+                .map(|(_, container)| container.clone())
+                .collect();
+            self.attaches.retain(|(c, _)| *c != id);
+            for container in attached {
+                if let Some(c) = self.containers.iter_mut().find(|c| c.id == container) {
+                    c.detach(id);
+                }
+            }
+        }
     }
 
     fn status(&self) -> StatusReply {
@@ -801,12 +995,36 @@ impl Conn {
         Some(line)
     }
 
-    /// Write what the socket takes.
+    /// Write what the socket takes; fds go on the write that starts at their answer.
     fn flush(&mut self) {
         while !self.wbuf.is_empty() && !self.dead {
-            match self.stream.write(&self.wbuf) {
+            let offset = |at: u64| usize::try_from(at - self.sent).unwrap_or(usize::MAX);
+            let (end, pass) = match self.fds.front() {
+                Some((at, _)) if *at == self.sent => {
+                    let end = self
+                        .fds
+                        .get(1)
+                        .map_or(self.wbuf.len(), |(at, _)| offset(*at));
+                    (end, true)
+                }
+                Some((at, _)) => (offset(*at), false),
+                None => (self.wbuf.len(), false),
+            };
+            let chunk = &self.wbuf[..end.min(self.wbuf.len())];
+            let written = match (pass, self.fds.front()) {
+                (true, Some((_, fds))) => {
+                    sys::send_with_fds(self.stream.as_fd(), chunk, &sys::borrow_all(fds))
+                }
+                _ => self.stream.write(chunk),
+            };
+            match written {
                 Ok(n) => {
+                    if pass {
+                        // Sent with the answer's first byte: the shim's copies close here.
+                        self.fds.pop_front();
+                    }
                     self.wbuf.drain(..n);
+                    self.sent += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -235,10 +235,21 @@ pub struct ExecOptions<'a> {
     pub cgroup_procs: &'a [PathBuf],
 }
 
+/// A started exec process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawned {
+    /// Its host pid, a child of the caller.
+    pub pid: Pid,
+    /// Set when the command is missing (127) or not executable (126): the process is
+    /// writing the message to its stderr and exiting with the code.
+    pub not_executable: Option<(i32, String)>,
+}
+
 /// Start a process inside a running container; returns its host pid (a child of the
 /// caller) once it has exec'd. A command that is missing or not executable is not an error
-/// here: the process writes why to its stderr and exits 127 or 126, as a shell would.
-pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, InitError> {
+/// here: the process writes why to its stderr and exits 127 or 126, as a shell would, and
+/// [`Spawned::not_executable`] says so at once.
+pub fn exec(opts: ExecOptions<'_>) -> Result<Spawned, InitError> {
     let deadline = Instant::now() + TIMEOUT;
     let confinement = Confinement::new(opts.spec, opts.process)?;
     let process = process::Plan::new(opts.process, opts.tty)?;
@@ -251,7 +262,14 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Pid, InitError> {
         exec_main(&process, &confinement, stdio, sync_w)
     })?;
     match read_line(&sync_r, deadline, "the exec's setup") {
-        Ok(None) => Ok(pid),
+        Ok(None) => Ok(Spawned {
+            pid,
+            not_executable: None,
+        }),
+        Ok(Some(line)) if line.starts_with(NOT_EXECUTABLE) => Ok(Spawned {
+            pid,
+            not_executable: Some(decode_not_executable(&line)),
+        }),
         outcome => {
             kill_and_reap(pid);
             Err(failure(outcome, pid, "the exec"))
@@ -759,7 +777,7 @@ fn exec_main(
     }
     let exe = match process.look_path() {
         Ok(exe) => exe,
-        Err(e) => process::fail_as_shell(&e.message, e.code),
+        Err(e) => not_executable(&sync, &e.message, e.code),
     };
     let e = process.execve(&exe);
     let code = if e == nix::Error::ENOENT { 127 } else { 126 };
@@ -767,10 +785,32 @@ fn exec_main(
         .args
         .first()
         .map(|a| a.to_string_lossy().into_owned());
-    process::fail_as_shell(
+    not_executable(
+        &sync,
         &format!("exec: {:?}: {}", shown.unwrap_or_default(), e.desc()),
         code,
     )
+}
+
+/// The sync line of an exec whose command cannot be run: `noexec <code> <message>`.
+const NOT_EXECUTABLE: &str = "noexec ";
+
+/// Tell the shim the command cannot be run (so that a streamed exec can answer with the
+/// code and message at once), then fail as a shell does: the message on stderr, exit `code`.
+fn not_executable(sync: &OwnedFd, message: &str, code: i32) -> ! {
+    let line = format!("{NOT_EXECUTABLE}{code} {}\n", message.replace('\n', " "));
+    let _ = write_all(sync, line.as_bytes());
+    process::fail_as_shell(message, code)
+}
+
+/// The reverse of the line [`not_executable`] writes (its prefix already seen).
+fn decode_not_executable(line: &str) -> (i32, String) {
+    let rest = line
+        .trim_end()
+        .strip_prefix(NOT_EXECUTABLE)
+        .unwrap_or_default();
+    let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+    (code.parse().unwrap_or(127), message.to_string())
 }
 
 /// Run `f`, turning a panic into an error: a child must never unwind into the shim's code.
