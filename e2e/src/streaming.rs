@@ -200,7 +200,7 @@ pub fn parse_header_block(b: &[u8]) -> Result<Vec<(String, String)>> {
 
 /// A SPDY client session: one task reads frames into per-stream queues; the test writes.
 pub struct SpdyClient {
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
     deflate: Compress,
     next_id: u32,
     /// Frames for each stream (data, with FIN as an empty last element) and control frames.
@@ -222,7 +222,49 @@ impl SpdyClient {
         let (status, h, conn) = upgrade(url, "POST", &headers).await?;
         ensure!(status == 101, "upgrade answered {status}");
         let chosen = h.get("x-stream-protocol-version").cloned().unwrap_or_default();
-        let (mut read, write) = conn.into_split();
+        let (read, write) = conn.into_split();
+        Ok((chosen, SpdyClient::on(Box::new(read), Box::new(write))?))
+    }
+
+    /// SPDY tunnelled in a WebSocket's binary messages (`SPDY/3.1+portforward.k8s.io`).
+    pub fn over_websocket(ws: Ws) -> Result<SpdyClient> {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (mut sink, mut stream) = ws.split();
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                match m {
+                    Message::Binary(b) => {
+                        if wr.write_all(&b).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let m = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (read, write) = tokio::io::split(theirs);
+        SpdyClient::on(Box::new(read), Box::new(write))
+    }
+
+    fn on(
+        mut read: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        write: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    ) -> Result<SpdyClient> {
         let (register, mut registrations) =
             mpsc::unbounded_channel::<(u32, mpsc::UnboundedSender<Vec<u8>>)>();
         let (control_tx, control) = mpsc::unbounded_channel();
@@ -284,18 +326,15 @@ impl SpdyClient {
         });
         let mut deflate = Compress::new(Compression::default(), true);
         deflate.set_dictionary(&spdy_dictionary())?;
-        Ok((
-            chosen,
-            SpdyClient {
-                write,
-                deflate,
-                next_id: 1,
-                streams: HashMap::new(),
-                register,
-                control,
-                raw,
-            },
-        ))
+        Ok(SpdyClient {
+            write,
+            deflate,
+            next_id: 1,
+            streams: HashMap::new(),
+            register,
+            control,
+            raw,
+        })
     }
 
     /// Open a stream with `headers` (SYN_STREAM); waits for its SYN_REPLY.
@@ -480,6 +519,24 @@ pub async fn ws_read_all(ws: &mut Ws) -> Result<(HashMap<u8, Vec<u8>>, Vec<u8>)>
                 }
                 return Err(e.into());
             }
+        }
+    }
+}
+
+/// Read messages until channel `channel` has received `want`: the bytes per channel so far.
+pub async fn ws_read_until(ws: &mut Ws, channel: u8, want: &[u8]) -> Result<HashMap<u8, Vec<u8>>> {
+    let mut out: HashMap<u8, Vec<u8>> = HashMap::new();
+    loop {
+        if out.get(&channel).is_some_and(|b| b.windows(want.len()).any(|w| w == want)) {
+            return Ok(out);
+        }
+        match tokio::time::timeout(WAIT, ws.next()).await? {
+            Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                out.entry(b[0]).or_default().extend_from_slice(&b[1..]);
+            }
+            Some(Ok(Message::Close(_))) | None => bail!("closed before {want:?} on channel {channel}: {out:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use e2e::client::{spec, Cri};
 use e2e::harness::BusyboxEnv;
 use e2e::streaming::{
-    exit_code_of, upgrade, ws_connect, ws_read_all, ws_send, SpdyClient, GOAWAY, PING,
+    exit_code_of, upgrade, ws_connect, ws_read_all, ws_read_until, ws_send, SpdyClient, GOAWAY, PING,
 };
 use futures::StreamExt;
 
@@ -471,7 +471,20 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     let url = pf_url(cri, pod, &[9001]).await?;
     let (chosen, ws) = ws_connect(&url, &["SPDY/3.1+portforward.k8s.io"]).await?;
     ensure!(chosen == "SPDY/3.1+portforward.k8s.io", "negotiated {chosen:?}");
-    drop(ws);
+    let mut c = SpdyClient::over_websocket(ws)?;
+    let (e, d) = forward_once(&mut c, 0, 9001, b"").await?;
+    ensure!(c.read_to_end(d).await? == b"hello from 9001\n", "port 9001 through the tunnel");
+    ensure!(c.read_to_end(e).await?.is_empty(), "error stream");
+
+    // The channel protocol: data on channel 0 and errors on 1, each starting with the port.
+    let url = pf_url(cri, pod, &[9001]).await?;
+    let (chosen, mut ws) = ws_connect(&url, &[V4]).await?;
+    ensure!(chosen == V4, "negotiated {chosen:?}");
+    let got = ws_read_until(&mut ws, 0, b"hello from 9001\n").await?;
+    let data = got.get(&0).context("no data channel")?;
+    ensure!(data.starts_with(&9001u16.to_le_bytes()), "data {data:?}");
+    ensure!(&data[2..] == b"hello from 9001\n", "data {:?}", String::from_utf8_lossy(data));
+    ensure!(got.get(&1).map(Vec::as_slice) == Some(&9001u16.to_le_bytes()[..]), "error channel {got:?}");
     Ok(())
 }
 

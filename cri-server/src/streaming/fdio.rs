@@ -22,10 +22,10 @@ pub struct Fd {
 impl Fd {
     pub fn new(fd: OwnedFd, pty: bool) -> io::Result<Fd> {
         set_nonblocking(&fd)?;
-        Ok(Fd {
-            inner: AsyncFd::new(fd)?,
-            pty,
-        })
+        // SAFETY: an OwnedFd is open, and its raw fd the same, for as long as it lives, and
+        // it lives inside the AsyncFd until that is dropped.
+        let inner = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Fd { inner, pty })
     }
 
     /// The next bytes; empty at the end.

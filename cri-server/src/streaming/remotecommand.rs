@@ -180,7 +180,7 @@ async fn resize_events(mut input: Inbound, pty: Arc<Fd>) {
         let mut events = serde_json::Deserializer::from_slice(&buf).into_iter::<Size>();
         let mut used = 0;
         let mut broken = false;
-        for event in events.by_ref() {
+        while let Some(event) = events.next() {
             match event {
                 Ok(size) => {
                     if let Err(e) = runtime::container::resize_pty(&pty.as_fd(), size.width, size.height)

@@ -5,7 +5,8 @@
 //!
 //! - `v5.channel.k8s.io`: binary; a client's `[255, channel]` message closes that channel
 //!   (how a v5 client ends stdin). The v4 and older protocols have no close signal: input
-//!   ends with the connection.
+//!   ends with the connection. The server sends no close signals (client-go does not expect
+//!   them): its streams end with the connection.
 //! - `v4.channel.k8s.io`, `channel.k8s.io` (and no subprotocol at all): binary.
 //! - `v4.base64.channel.k8s.io`, `base64.channel.k8s.io`: text messages, the channel as an
 //!   ASCII digit followed by the payload in standard base64.
@@ -21,7 +22,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -209,9 +210,9 @@ async fn write_channels<S>(
                 .chunks(MAX_OUT_MESSAGE)
                 .map(|part| encode(framing, channel as u8, part))
                 .collect(),
-            Frame::Close(channel) if framing.close_signal => {
-                vec![Message::Binary(Bytes::from(vec![CLOSE_SIGNAL, channel as u8]))]
-            }
+            // The close signal is the client's: client-go reads a `[255, n]` from the server
+            // as a message for an unknown stream (and logs it as an error), so the server's
+            // streams end with the connection, as kubelet's do.
             Frame::Close(_) => Vec::new(),
         };
         for m in messages {
@@ -220,10 +221,8 @@ async fn write_channels<S>(
                 return;
             }
         }
-        if rx.is_empty() {
-            if sink.flush().await.is_err() {
-                break;
-            }
+        if rx.is_empty() && sink.flush().await.is_err() {
+            break;
         }
     }
     let _ = sink
