@@ -152,7 +152,7 @@ pub const MAX_BLOCK: usize = 1 << 20;
 /// Default bound on the pairs of a block.
 pub const MAX_HEADERS: usize = 1000;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
     #[error("header block zlib stream: {0}")]
     Zlib(String),

@@ -573,6 +573,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             let _ = self.io.shutdown().await;
         }
         debug!(session = self.session, "spdy: writer ended");
+        // The queues go before `close` returns, so a send after it fails.
+        drop(self);
         if let Some(done) = end.done {
             let _ = done.send(());
         }
