@@ -287,7 +287,9 @@ fn len32(len: usize) -> u32 {
 }
 
 fn take_u32(rest: &mut &[u8]) -> Result<u32, HeaderError> {
-    let (head, tail) = rest.split_first_chunk::<4>().ok_or(HeaderError::Truncated)?;
+    let (head, tail) = rest
+        .split_first_chunk::<4>()
+        .ok_or(HeaderError::Truncated)?;
     *rest = tail;
     Ok(u32::from_be_bytes(*head))
 }

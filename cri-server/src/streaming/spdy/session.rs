@@ -49,9 +49,15 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 enum Control {
     SynReply(u32),
-    Rst { stream_id: u32, status: u32 },
+    Rst {
+        stream_id: u32,
+        status: u32,
+    },
     Ping(u32),
-    WindowUpdate { stream_id: u32, delta: u32 },
+    WindowUpdate {
+        stream_id: u32,
+        delta: u32,
+    },
     /// GOAWAY with `status` after the data already queued, then close.
     Close {
         status: u32,
@@ -348,7 +354,12 @@ impl Reader {
     }
 
     async fn rst(&self, stream_id: u32, status: u32) -> Result<(), Stop> {
-        debug!(session = self.session, stream = stream_id, status, "spdy: resetting stream");
+        debug!(
+            session = self.session,
+            stream = stream_id,
+            status,
+            "spdy: resetting stream"
+        );
         self.send(Control::Rst { stream_id, status }).await
     }
 
@@ -375,19 +386,27 @@ impl Reader {
                 data,
             } => self.data(stream_id, flags, data).await,
             Wire::RstStream { stream_id, status } => {
-                debug!(session = self.session, stream = stream_id, status, "spdy: client reset");
+                debug!(
+                    session = self.session,
+                    stream = stream_id,
+                    status,
+                    "spdy: client reset"
+                );
                 // Dropping the entry ends the Inbound, and the writer drops what is queued.
                 self.shared.streams().remove(&stream_id);
                 Ok(())
             }
             // Odd ids are the client's pings; even ones would answer the server's, and it
             // sends none.
-            Wire::Ping { id } if id % 2 == 1 => self.send(Control::Ping(id)).await,
+            Wire::Ping { id } if id & 1 == 1 => self.send(Control::Ping(id)).await,
             Wire::GoAway {
                 last_good_stream_id,
                 status,
             } => {
-                debug!(session = self.session, last_good_stream_id, status, "spdy: GOAWAY");
+                debug!(
+                    session = self.session,
+                    last_good_stream_id, status, "spdy: GOAWAY"
+                );
                 Err(Stop::GoAway)
             }
             Wire::Headers {
@@ -421,7 +440,7 @@ impl Reader {
 
     async fn syn_stream(&mut self, stream_id: u32, flags: u8, block: &[u8]) -> Result<(), Stop> {
         let headers = self.decode_headers(block)?;
-        if stream_id % 2 == 0 || stream_id <= self.last_id {
+        if stream_id & 1 == 0 || stream_id <= self.last_id {
             return self.rst(stream_id, status::PROTOCOL_ERROR).await;
         }
         self.last_id = stream_id;
@@ -504,7 +523,11 @@ impl Reader {
         if let (false, Some(inbound)) = (data.is_empty(), inbound) {
             // Waits while the consumer's queue is full: the back-pressure of this session.
             if inbound.send(data).await.is_err() {
-                debug!(session = self.session, stream = stream_id, "spdy: inbound dropped, discarding");
+                debug!(
+                    session = self.session,
+                    stream = stream_id,
+                    "spdy: inbound dropped, discarding"
+                );
                 if let Some(state) = self.shared.streams().get_mut(&stream_id) {
                     state.inbound = None;
                 }

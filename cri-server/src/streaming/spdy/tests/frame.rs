@@ -73,7 +73,10 @@ fn frames_match_the_spec_bytes() {
             // count 1; flags 1 and id 7 (INITIAL_WINDOW_SIZE) share a word.
             "8003 0004 00 00000c 00000001 01000007 00010000",
         ),
-        (Frame::Ping { id: 0x0102_0304 }, "8003 0006 00 000004 01020304"),
+        (
+            Frame::Ping { id: 0x0102_0304 },
+            "8003 0006 00 000004 01020304",
+        ),
         (
             Frame::GoAway {
                 last_good_stream_id: 3,
@@ -226,14 +229,20 @@ fn oversized_frames_are_refused_on_their_header() {
     let small = Decoder::new(100, 100);
     let mut buf = hex("00000001 00 000065");
     let err = small.decode(&mut buf).expect_err("over the data limit");
-    assert_eq!(err.to_string(), "DATA frame payload of 101 bytes exceeds the limit of 100 bytes");
+    assert_eq!(
+        err.to_string(),
+        "DATA frame payload of 101 bytes exceeds the limit of 100 bytes"
+    );
     // At the limit it is fine.
     let mut buf = encoded(&Frame::Data {
         stream_id: 1,
         flags: 0,
         data: Bytes::from(vec![0; 100]),
     });
-    assert!(matches!(small.decode(&mut buf), Ok(Some(Frame::Data { .. }))));
+    assert!(matches!(
+        small.decode(&mut buf),
+        Ok(Some(Frame::Data { .. }))
+    ));
     // A payload the 24-bit field cannot carry is not encoded, and nothing is written.
     let mut out = BytesMut::new();
     let huge = Frame::Data {
@@ -241,7 +250,10 @@ fn oversized_frames_are_refused_on_their_header() {
         flags: 0,
         data: Bytes::from(vec![0; MAX_LENGTH + 1]),
     };
-    assert!(matches!(huge.encode(&mut out), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(
+        huge.encode(&mut out),
+        Err(FrameError::TooLarge { .. })
+    ));
     assert!(out.is_empty());
     let bad_id = Frame::RstStream {
         stream_id: 0x8000_0001,
@@ -254,24 +266,58 @@ fn oversized_frames_are_refused_on_their_header() {
 #[test]
 fn malformed_frames_are_errors() {
     let cases = [
-        ("8002 0006 00 000004 00000001", "unsupported SPDY version 2 (only 3 is spoken)"),
-        ("8003 0006 00 000005 0000000100", "PING frame: wrong payload length"),
-        ("8003 0003 00 000004 00000001", "RST_STREAM frame: wrong payload length"),
-        ("8003 0003 00 000008 00000001 00000000", "RST_STREAM frame: status 0"),
-        ("8003 0003 00 000008 80000000 00000001", "RST_STREAM frame: stream id 0"),
-        ("8003 0007 00 000004 00000001", "GOAWAY frame: wrong payload length"),
-        ("8003 0009 00 000007 00000001 000000", "WINDOW_UPDATE frame: wrong payload length"),
-        ("8003 0004 00 00000c 00000002 01000007 00010000", "SETTINGS frame: entry count does not match the length"),
-        ("8003 0004 00 000002 0000", "SETTINGS frame: payload shorter than 4 bytes"),
-        ("8003 0001 00 000009 00000001 00000000 00", "SYN_STREAM frame: payload shorter than 10 bytes"),
-        ("8003 0001 00 00000a 00000000 00000000 0000", "SYN_STREAM frame: stream id 0"),
-        ("8003 0002 00 000003 000000", "SYN_REPLY frame: payload shorter than 4 bytes"),
+        (
+            "8002 0006 00 000004 00000001",
+            "unsupported SPDY version 2 (only 3 is spoken)",
+        ),
+        (
+            "8003 0006 00 000005 0000000100",
+            "PING frame: wrong payload length",
+        ),
+        (
+            "8003 0003 00 000004 00000001",
+            "RST_STREAM frame: wrong payload length",
+        ),
+        (
+            "8003 0003 00 000008 00000001 00000000",
+            "RST_STREAM frame: status 0",
+        ),
+        (
+            "8003 0003 00 000008 80000000 00000001",
+            "RST_STREAM frame: stream id 0",
+        ),
+        (
+            "8003 0007 00 000004 00000001",
+            "GOAWAY frame: wrong payload length",
+        ),
+        (
+            "8003 0009 00 000007 00000001 000000",
+            "WINDOW_UPDATE frame: wrong payload length",
+        ),
+        (
+            "8003 0004 00 00000c 00000002 01000007 00010000",
+            "SETTINGS frame: entry count does not match the length",
+        ),
+        (
+            "8003 0004 00 000002 0000",
+            "SETTINGS frame: payload shorter than 4 bytes",
+        ),
+        (
+            "8003 0001 00 000009 00000001 00000000 00",
+            "SYN_STREAM frame: payload shorter than 10 bytes",
+        ),
+        (
+            "8003 0001 00 00000a 00000000 00000000 0000",
+            "SYN_STREAM frame: stream id 0",
+        ),
+        (
+            "8003 0002 00 000003 000000",
+            "SYN_REPLY frame: payload shorter than 4 bytes",
+        ),
         ("00000000 00 000000", "DATA frame: stream id 0"),
     ];
     for (bytes, want) in cases {
-        let err = Decoder::default()
-            .decode(&mut hex(bytes))
-            .expect_err(bytes);
+        let err = Decoder::default().decode(&mut hex(bytes)).expect_err(bytes);
         assert_eq!(err.to_string(), want, "{bytes}");
     }
 }

@@ -22,7 +22,10 @@ fn dictionary_is_the_specs() {
     assert_eq!(&DICTIONARY[..11], b"\0\0\0\x07options");
     assert!(DICTIONARY.ends_with(b"charset=iso-8859-1,utf-,*,enq=0."));
     let mut zlib = Compress::new(Compression::default(), true);
-    assert_eq!(zlib.set_dictionary(&DICTIONARY).expect("dictionary"), DICTIONARY_ADLER);
+    assert_eq!(
+        zlib.set_dictionary(&DICTIONARY).expect("dictionary"),
+        DICTIONARY_ADLER
+    );
 }
 
 #[test]
@@ -48,15 +51,24 @@ fn blocks_round_trip_with_state_carried_across_blocks() {
     let h = &blocks[3];
     assert_eq!(h.get("streamtype"), Some("data"));
     assert_eq!(h.get("StreamType"), Some("data"));
-    assert_eq!(h.iter().next(), Some(("streamtype", "data")), "names are lowercased");
-    assert_eq!(blocks[4].values("x-multi").collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(
+        h.iter().next(),
+        Some(("streamtype", "data")),
+        "names are lowercased"
+    );
+    assert_eq!(
+        blocks[4].values("x-multi").collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
 }
 
 /// The first block starts with a zlib header naming the preset dictionary (FDICT set,
 /// DICTID the dictionary's Adler-32), as spdystream's reader requires.
 #[test]
 fn encoder_announces_the_dictionary() {
-    let wire = HeaderEncoder::new().encode(&Headers::new()).expect("encodes");
+    let wire = HeaderEncoder::new()
+        .encode(&Headers::new())
+        .expect("encodes");
     assert_eq!(wire[0] & 0x0f, 8, "deflate");
     assert_ne!(wire[1] & 0x20, 0, "FDICT");
     assert_eq!(u16::from_be_bytes([wire[0], wire[1]]) % 31, 0, "FCHECK");
@@ -86,7 +98,10 @@ fn python_zlib_blocks_decode_in_sequence() {
             })) => {
                 assert_eq!(stream_id, id);
                 let h = dec.decode(&header_block).expect("python block");
-                assert_eq!(h.iter().collect::<Vec<_>>(), vec![("streamtype", streamtype)]);
+                assert_eq!(
+                    h.iter().collect::<Vec<_>>(),
+                    vec![("streamtype", streamtype)]
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -104,15 +119,22 @@ fn python_zlib_blocks_decode_in_sequence() {
 fn bounds_are_enforced() {
     let mut enc = HeaderEncoder::new();
     let mut dec = HeaderDecoder::new(1000, 3);
-    let too_big = enc.encode(&headers(&[("a", &"x".repeat(2000))])).expect("encodes");
+    let too_big = enc
+        .encode(&headers(&[("a", &"x".repeat(2000))]))
+        .expect("encodes");
     let err = dec.decode(&too_big).expect_err("over 1000 bytes");
     assert_eq!(err, HeaderError::TooLarge { limit: 1000 });
-    assert!(err.is_fatal(), "the zlib state is lost once decompression stops part way");
+    assert!(
+        err.is_fatal(),
+        "the zlib state is lost once decompression stops part way"
+    );
 
     let mut enc = HeaderEncoder::new();
     let mut dec = HeaderDecoder::new(1000, 3);
     let many = headers(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
-    let err = dec.decode(&enc.encode(&many).expect("encodes")).expect_err("4 > 3");
+    let err = dec
+        .decode(&enc.encode(&many).expect("encodes"))
+        .expect_err("4 > 3");
     assert_eq!(err, HeaderError::TooMany { count: 4, limit: 3 });
     assert!(!err.is_fatal());
     // The block was consumed whole, so the next one still decodes.
@@ -134,14 +156,20 @@ fn malformed_blocks_are_refused() {
         v
     };
     let cases: Vec<(Vec<u8>, HeaderError)> = vec![
-        (block(&[(b"Port", b"1")], 1, b""), HeaderError::NotLowercase("Port".into())),
+        (
+            block(&[(b"Port", b"1")], 1, b""),
+            HeaderError::NotLowercase("Port".into()),
+        ),
         (
             block(&[(b"port", b"1"), (b"port", b"2")], 2, b""),
             HeaderError::Duplicate("port".into()),
         ),
         (block(&[(b"", b"1")], 1, b""), HeaderError::EmptyName),
         (block(&[(b"port", b"1")], 2, b""), HeaderError::Truncated),
-        (block(&[(b"port", b"1")], 1, b"xx"), HeaderError::TrailingBytes(2)),
+        (
+            block(&[(b"port", b"1")], 1, b"xx"),
+            HeaderError::TrailingBytes(2),
+        ),
         (block(&[(b"port", b"\xff")], 1, b""), HeaderError::NotUtf8),
         (vec![0, 0], HeaderError::Truncated),
         (
@@ -163,8 +191,11 @@ fn malformed_blocks_are_refused() {
         let mut zlib = Compress::new(Compression::default(), true);
         zlib.set_dictionary(&DICTIONARY).expect("dictionary");
         let mut wire = Vec::with_capacity(raw.len() + 100);
-        zlib.compress_vec(&raw, &mut wire, FlushCompress::Sync).expect("compress");
-        let err = HeaderDecoder::default().decode(&wire).expect_err("malformed");
+        zlib.compress_vec(&raw, &mut wire, FlushCompress::Sync)
+            .expect("compress");
+        let err = HeaderDecoder::default()
+            .decode(&wire)
+            .expect_err("malformed");
         assert_eq!(err, want);
         assert!(!err.is_fatal());
     }
@@ -184,6 +215,8 @@ fn garbage_compressed_blocks_are_errors() {
         let _ = dec.decode(&junk);
     }
     let mut dec = HeaderDecoder::default();
-    let err = dec.decode(&[0x78, 0xbb, 0, 0, 0, 1, 0xff]).expect_err("wrong dictionary id");
+    let err = dec
+        .decode(&[0x78, 0xbb, 0, 0, 0, 1, 0xff])
+        .expect_err("wrong dictionary id");
     assert!(err.is_fatal(), "{err}");
 }

@@ -67,7 +67,10 @@ impl<R: AsyncRead + Unpin> ClientRx<R> {
     /// The next frame, `None` at EOF. WINDOW_UPDATEs are counted, not returned.
     async fn next(&mut self) -> Option<Frame> {
         loop {
-            match Decoder::default().decode(&mut self.buf).expect("server frames decode") {
+            match Decoder::default()
+                .decode(&mut self.buf)
+                .expect("server frames decode")
+            {
                 Some(Frame::WindowUpdate { stream_id, delta }) => {
                     *self.windows.entry(stream_id).or_default() += u64::from(delta);
                 }
@@ -128,7 +131,10 @@ impl<R: AsyncRead + Unpin> ClientRx<R> {
     }
 }
 
-type Client = (ClientTx<tokio::io::WriteHalf<DuplexStream>>, ClientRx<tokio::io::ReadHalf<DuplexStream>>);
+type Client = (
+    ClientTx<tokio::io::WriteHalf<DuplexStream>>,
+    ClientRx<tokio::io::ReadHalf<DuplexStream>>,
+);
 
 fn start() -> (Session, Client) {
     let (server, client) = tokio::io::duplex(64 * 1024);
@@ -155,10 +161,16 @@ async fn next(session: &mut Session) -> NewStream {
 }
 
 async fn recv(inbound: &mut Inbound) -> Option<Bytes> {
-    timeout(WAIT, inbound.recv()).await.expect("inbound in time")
+    timeout(WAIT, inbound.recv())
+        .await
+        .expect("inbound in time")
 }
 
-async fn accept(session: &mut Session, rx: &mut ClientRx<impl AsyncRead + Unpin>, id: u32) -> (Inbound, Outbound) {
+async fn accept(
+    session: &mut Session,
+    rx: &mut ClientRx<impl AsyncRead + Unpin>,
+    id: u32,
+) -> (Inbound, Outbound) {
     let stream = next(session).await;
     assert_eq!(stream.id(), id);
     let pair = stream.accept().await;
@@ -169,7 +181,8 @@ async fn accept(session: &mut Session, rx: &mut ClientRx<impl AsyncRead + Unpin>
 #[tokio::test]
 async fn a_stream_opens_exchanges_and_finishes() {
     let (mut session, (mut tx, mut rx)) = start();
-    tx.syn(1, &[("streamType", "stdin"), ("requestid", "7")], 0).await;
+    tx.syn(1, &[("streamType", "stdin"), ("requestid", "7")], 0)
+        .await;
     let stream = next(&mut session).await;
     assert_eq!(stream.id(), 1);
     assert_eq!(stream.header("streamtype"), Some("stdin"));
@@ -186,7 +199,10 @@ async fn a_stream_opens_exchanges_and_finishes() {
     assert_eq!(recv(&mut inbound).await.as_deref(), Some(&b"def"[..]));
     assert_eq!(recv(&mut inbound).await, None, "FIN ends the inbound");
 
-    outbound.send(Bytes::from_static(b"xyz")).await.expect("send");
+    outbound
+        .send(Bytes::from_static(b"xyz"))
+        .await
+        .expect("send");
     outbound.close().await;
     assert_eq!(rx.read_stream(1).await, b"xyz");
 }
@@ -200,7 +216,10 @@ async fn syn_with_fin_has_an_ended_inbound() {
     let (mut inbound, mut outbound) = stream.accept().await;
     rx.expect_reply(1).await;
     assert_eq!(recv(&mut inbound).await, None);
-    outbound.send(Bytes::from_static(b"status")).await.expect("send");
+    outbound
+        .send(Bytes::from_static(b"status"))
+        .await
+        .expect("send");
     drop(outbound);
     assert_eq!(rx.read_stream(1).await, b"status");
 }
@@ -299,7 +318,10 @@ async fn client_reset_ends_the_inbound_and_drops_outbound_data() {
     })
     .await;
     assert_eq!(recv(&mut inbound).await, None);
-    outbound.send(Bytes::from_static(b"late")).await.expect("queued");
+    outbound
+        .send(Bytes::from_static(b"late"))
+        .await
+        .expect("queued");
     outbound.close().await;
     // Nothing for stream 1 comes before the answer to a later ping.
     tx.send(Frame::Ping { id: 3 }).await;
@@ -316,22 +338,30 @@ async fn goaway_and_eof_end_the_session() {
         status: goaway::OK,
     })
     .await;
-    assert!(timeout(WAIT, session.next_stream()).await.expect("in time").is_none());
+    assert!(timeout(WAIT, session.next_stream())
+        .await
+        .expect("in time")
+        .is_none());
     assert_eq!(recv(&mut inbound).await, None);
 
     let (mut session, (mut tx, _rx)) = start();
     tx.io.shutdown().await.expect("shutdown");
-    assert!(timeout(WAIT, session.next_stream()).await.expect("in time").is_none());
+    assert!(timeout(WAIT, session.next_stream())
+        .await
+        .expect("in time")
+        .is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_writes_what_is_queued_then_goaway_then_eof() {
     let (mut session, (mut tx, mut rx)) = start();
     tx.syn(1, &[], 0).await;
     tx.syn(3, &[], 0).await;
     let (_in1, mut out1) = accept(&mut session, &mut rx, 1).await;
     let (_in3, _out3) = accept(&mut session, &mut rx, 3).await;
-    out1.send(Bytes::from_static(b"last words")).await.expect("send");
+    out1.send(Bytes::from_static(b"last words"))
+        .await
+        .expect("send");
     session.close().await;
     session.close().await;
     assert_eq!(
@@ -351,7 +381,10 @@ async fn close_writes_what_is_queued_then_goaway_then_eof() {
     );
     assert_eq!(rx.next().await, None);
     assert!(out1.send(Bytes::from_static(b"after")).await.is_err());
-    assert!(timeout(WAIT, session.next_stream()).await.expect("in time").is_none());
+    assert!(timeout(WAIT, session.next_stream())
+        .await
+        .expect("in time")
+        .is_none());
 }
 
 #[tokio::test]
@@ -362,7 +395,11 @@ async fn dropping_everything_says_goaway() {
     drop(session);
     drop(inbound);
     drop(outbound);
-    assert_eq!(rx.read_stream(1).await, b"", "the dropped outbound sends FIN");
+    assert_eq!(
+        rx.read_stream(1).await,
+        b"",
+        "the dropped outbound sends FIN"
+    );
     assert_eq!(
         rx.expect().await,
         Frame::GoAway {
@@ -376,7 +413,10 @@ async fn dropping_everything_says_goaway() {
 #[tokio::test]
 async fn a_protocol_error_says_goaway_protocol_error() {
     let (mut session, (mut tx, mut rx)) = start();
-    tx.io.write_all(&hex("8002 0006 00 000004 00000001")).await.expect("write");
+    tx.io
+        .write_all(&hex("8002 0006 00 000004 00000001"))
+        .await
+        .expect("write");
     assert_eq!(
         rx.expect().await,
         Frame::GoAway {
@@ -385,10 +425,13 @@ async fn a_protocol_error_says_goaway_protocol_error() {
         }
     );
     assert_eq!(rx.next().await, None);
-    assert!(timeout(WAIT, session.next_stream()).await.expect("in time").is_none());
+    assert!(timeout(WAIT, session.next_stream())
+        .await
+        .expect("in time")
+        .is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabytes_each_way_on_one_stream() {
     const TOTAL: usize = 10 * 1024 * 1024;
     let (mut session, (mut tx, mut rx)) = start();
@@ -403,7 +446,10 @@ async fn ten_megabytes_each_way_on_one_stream() {
         async move {
             let sender = tokio::spawn(async move {
                 for chunk in download.chunks(100_000) {
-                    outbound.send(Bytes::copy_from_slice(chunk)).await.expect("send");
+                    outbound
+                        .send(Bytes::copy_from_slice(chunk))
+                        .await
+                        .expect("send");
                 }
                 outbound.close().await;
             });
@@ -422,9 +468,14 @@ async fn ten_megabytes_each_way_on_one_stream() {
         tx.data(1, b"", true).await;
         (tx, upload)
     });
-    let downloaded = timeout(Duration::from_secs(60), rx.read_stream(1)).await.expect("in time");
+    let downloaded = timeout(Duration::from_secs(60), rx.read_stream(1))
+        .await
+        .expect("in time");
     let (mut tx, upload) = client_sender.await.expect("client sender");
-    let uploaded = timeout(Duration::from_secs(60), server).await.expect("in time").expect("server");
+    let uploaded = timeout(Duration::from_secs(60), server)
+        .await
+        .expect("in time")
+        .expect("server");
     // The reader has taken in everything; its WINDOW_UPDATEs precede this ping's answer.
     tx.send(Frame::Ping { id: 1 }).await;
     assert_eq!(rx.expect().await, Frame::Ping { id: 1 });
@@ -433,11 +484,14 @@ async fn ten_megabytes_each_way_on_one_stream() {
     // The window was returned for (nearly) all of it, per stream and per session.
     for id in [0, 1] {
         let returned = rx.windows.get(&id).copied().unwrap_or(0);
-        assert!(returned > (TOTAL - 64 * 1024) as u64 && returned <= TOTAL as u64, "stream {id}: {returned}");
+        assert!(
+            returned > (TOTAL - 64 * 1024) as u64 && returned <= TOTAL as u64,
+            "stream {id}: {returned}"
+        );
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_streams_interleave() {
     let (mut session, (mut tx, mut rx)) = start();
     tx.syn(1, &[("streamtype", "stdout")], 0).await;
@@ -487,8 +541,14 @@ async fn two_streams_interleave() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(got[&1], (0..20u8).flat_map(|i| [b'A', i]).collect::<Vec<_>>());
-    assert_eq!(got[&3], (0..20u8).flat_map(|i| [b'B', i]).collect::<Vec<_>>());
+    assert_eq!(
+        got[&1],
+        (0..20u8).flat_map(|i| [b'A', i]).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got[&3],
+        (0..20u8).flat_map(|i| [b'B', i]).collect::<Vec<_>>()
+    );
     assert!(switches > 2, "the streams' frames interleave on the wire");
 }
 
@@ -509,7 +569,7 @@ async fn a_dropped_inbound_discards_without_blocking_the_session() {
     assert_eq!(rx.expect().await, Frame::Ping { id: 5 });
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_beyond_the_limit_are_refused() {
     let (mut session, (mut tx, mut rx)) = start();
     let opener = tokio::spawn(async move {
@@ -538,20 +598,32 @@ async fn streams_beyond_the_limit_are_refused() {
 #[tokio::test]
 async fn the_go_client_capture_drives_a_session() {
     let (mut session, (mut tx, mut rx)) = start();
-    tx.io.write_all(&hex(GO_CLIENT_CAPTURE)).await.expect("write");
+    tx.io
+        .write_all(&hex(GO_CLIENT_CAPTURE))
+        .await
+        .expect("write");
     let error = next(&mut session).await;
     assert_eq!((error.id(), error.header("streamtype")), (1, Some("error")));
     let (mut error_in, _error_out) = error.accept().await;
     let data = next(&mut session).await;
     assert_eq!((data.id(), data.header("streamtype")), (3, Some("data")));
-    assert_eq!(data.headers().values("x-multi").collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        data.headers().values("x-multi").collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let (mut data_in, _data_out) = data.accept().await;
-    assert_eq!(recv(&mut data_in).await.as_deref(), Some(&b"hello from go"[..]));
+    assert_eq!(
+        recv(&mut data_in).await.as_deref(),
+        Some(&b"hello from go"[..])
+    );
     assert_eq!(recv(&mut data_in).await, None);
     assert_eq!(recv(&mut error_in).await.as_deref(), Some(&b"oops"[..]));
     // Its GOAWAY ends the session's inbound side.
     assert_eq!(recv(&mut error_in).await, None);
-    assert!(timeout(WAIT, session.next_stream()).await.expect("in time").is_none());
+    assert!(timeout(WAIT, session.next_stream())
+        .await
+        .expect("in time")
+        .is_none());
     rx.expect_reply(1).await;
     rx.expect_reply(3).await;
 }
