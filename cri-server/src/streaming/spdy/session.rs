@@ -117,7 +117,8 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// GOAWAY (status OK) after the frames already queued, then close the connection;
     /// returns once the writer is done. Idempotent; returns at once when the session has
-    /// ended already.
+    /// ended already. A peer that stopped reading holds the writer, and so this call, on
+    /// TCP: wrap it in a timeout where that matters.
     pub async fn close(&self) {
         let (done, wait) = oneshot::channel();
         let close = Control::Close {
