@@ -152,7 +152,7 @@ pub const MAX_BLOCK: usize = 1 << 20;
 /// Default bound on the pairs of a block.
 pub const MAX_HEADERS: usize = 1000;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
     #[error("header block zlib stream: {0}")]
     Zlib(String),
@@ -287,7 +287,9 @@ fn len32(len: usize) -> u32 {
 }
 
 fn take_u32(rest: &mut &[u8]) -> Result<u32, HeaderError> {
-    let (head, tail) = rest.split_first_chunk::<4>().ok_or(HeaderError::Truncated)?;
+    let (head, tail) = rest
+        .split_first_chunk::<4>()
+        .ok_or(HeaderError::Truncated)?;
     *rest = tail;
     Ok(u32::from_be_bytes(*head))
 }

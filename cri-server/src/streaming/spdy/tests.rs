@@ -1,1 +1,0 @@
-//! Session tests over in-memory duplex connections.
