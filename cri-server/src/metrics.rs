@@ -20,6 +20,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use cri_server::streaming::http;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,10 +32,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use runtime::container::ContainerState;
 use runtime::sandbox::SandboxState;
-use cri_server::streaming::http;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -337,6 +337,7 @@ impl MetricsServer {
             move |req| respond(req, source.clone()),
             stop.clone(),
             limits,
+            None,
         ));
         Ok(MetricsServer { addr, stop, task })
     }

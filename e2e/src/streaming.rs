@@ -47,7 +47,11 @@ pub async fn upgrade(
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         let n = tokio::time::timeout(WAIT, conn.read(&mut byte)).await??;
-        ensure!(n == 1, "connection closed in the response head: {:?}", String::from_utf8_lossy(&head));
+        ensure!(
+            n == 1,
+            "connection closed in the response head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
         ensure!(head.len() < 64 << 10, "response head too long");
     }
@@ -74,16 +78,71 @@ pub async fn upgrade(
 /// header values run together.
 pub fn spdy_dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type",
-        "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-        "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range",
-        "referer", "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade",
-        "user-agent", "vary", "via", "warning", "www-authenticate", "method", "get", "status",
-        "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     let mut d = Vec::new();
     for w in WORDS {
@@ -114,8 +173,16 @@ pub const FLAG_FIN: u8 = 1;
 /// One frame as read off the wire, decoded field by field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Control { kind: u16, flags: u8, payload: Vec<u8> },
-    Data { stream: u32, flags: u8, data: Vec<u8> },
+    Control {
+        kind: u16,
+        flags: u8,
+        payload: Vec<u8>,
+    },
+    Data {
+        stream: u32,
+        flags: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// Split one frame off the front of `buf`; None when it is not complete yet.
@@ -178,7 +245,9 @@ fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
 
 pub fn parse_header_block(b: &[u8]) -> Result<Vec<(String, String)>> {
     let word = |at: usize| -> Result<u32> {
-        let s = b.get(at..at + 4).ok_or_else(|| anyhow!("short header block"))?;
+        let s = b
+            .get(at..at + 4)
+            .ok_or_else(|| anyhow!("short header block"))?;
         Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     };
     let n = word(0)?;
@@ -189,7 +258,9 @@ pub fn parse_header_block(b: &[u8]) -> Result<Vec<(String, String)>> {
         for _ in 0..2 {
             let len = word(at)? as usize;
             at += 4;
-            let s = b.get(at..at + len).ok_or_else(|| anyhow!("short header block"))?;
+            let s = b
+                .get(at..at + len)
+                .ok_or_else(|| anyhow!("short header block"))?;
             pair.push(String::from_utf8_lossy(s).to_string());
             at += len;
         }
@@ -221,7 +292,10 @@ impl SpdyClient {
         }
         let (status, h, conn) = upgrade(url, "POST", &headers).await?;
         ensure!(status == 101, "upgrade answered {status}");
-        let chosen = h.get("x-stream-protocol-version").cloned().unwrap_or_default();
+        let chosen = h
+            .get("x-stream-protocol-version")
+            .cloned()
+            .unwrap_or_default();
         let (read, write) = conn.into_split();
         Ok((chosen, SpdyClient::on(Box::new(read), Box::new(write))?))
     }
@@ -289,7 +363,11 @@ impl SpdyClient {
                 while let Ok(Some((frame, used))) = parse_frame(&buf) {
                     buf.drain(..used);
                     match frame {
-                        Frame::Data { stream, flags, data } => {
+                        Frame::Data {
+                            stream,
+                            flags,
+                            data,
+                        } => {
                             while let Ok((id, tx)) = registrations.try_recv() {
                                 routes.insert(id, tx);
                             }
@@ -352,12 +430,16 @@ impl SpdyClient {
         payload.extend_from_slice(&0u32.to_be_bytes());
         payload.extend_from_slice(&[0, 0]);
         payload.extend_from_slice(&compressed);
-        self.write.write_all(&control(SYN_STREAM, 0, &payload)).await?;
+        self.write
+            .write_all(&control(SYN_STREAM, 0, &payload))
+            .await?;
         loop {
             let (kind, _, payload) = tokio::time::timeout(WAIT, self.control.recv())
                 .await?
                 .ok_or_else(|| anyhow!("connection closed before the reply to stream {id}"))?;
-            let of = payload.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let of = payload
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             match kind {
                 SYN_REPLY if of == Some(id) => return Ok(id),
                 RST_STREAM if of == Some(id) => bail!("stream {id} refused"),
@@ -380,13 +462,18 @@ impl SpdyClient {
     }
 
     pub async fn ping(&mut self, ping_id: u32) -> Result<()> {
-        self.write.write_all(&control(PING, 0, &ping_id.to_be_bytes())).await?;
+        self.write
+            .write_all(&control(PING, 0, &ping_id.to_be_bytes()))
+            .await?;
         Ok(())
     }
 
     /// The next chunk on stream `id`; None at its end.
     pub async fn recv(&mut self, id: u32) -> Result<Option<Vec<u8>>> {
-        let rx = self.streams.get_mut(&id).ok_or_else(|| anyhow!("no stream {id}"))?;
+        let rx = self
+            .streams
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))?;
         let chunk = tokio::time::timeout(WAIT, rx.recv())
             .await
             .with_context(|| format!("waiting for stream {id}"))?;
@@ -527,14 +614,19 @@ pub async fn ws_read_all(ws: &mut Ws) -> Result<(HashMap<u8, Vec<u8>>, Vec<u8>)>
 pub async fn ws_read_until(ws: &mut Ws, channel: u8, want: &[u8]) -> Result<HashMap<u8, Vec<u8>>> {
     let mut out: HashMap<u8, Vec<u8>> = HashMap::new();
     loop {
-        if out.get(&channel).is_some_and(|b| b.windows(want.len()).any(|w| w == want)) {
+        if out
+            .get(&channel)
+            .is_some_and(|b| b.windows(want.len()).any(|w| w == want))
+        {
             return Ok(out);
         }
         match tokio::time::timeout(WAIT, ws.next()).await? {
             Some(Ok(Message::Binary(b))) if !b.is_empty() => {
                 out.entry(b[0]).or_default().extend_from_slice(&b[1..]);
             }
-            Some(Ok(Message::Close(_))) | None => bail!("closed before {want:?} on channel {channel}: {out:?}"),
+            Some(Ok(Message::Close(_))) | None => {
+                bail!("closed before {want:?} on channel {channel}: {out:?}")
+            }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),
         }

@@ -9,7 +9,8 @@ use anyhow::{bail, ensure, Context, Result};
 use e2e::client::{spec, Cri};
 use e2e::harness::BusyboxEnv;
 use e2e::streaming::{
-    exit_code_of, upgrade, ws_connect, ws_read_all, ws_read_until, ws_send, SpdyClient, GOAWAY, PING,
+    exit_code_of, upgrade, ws_connect, ws_read_all, ws_read_until, ws_send, SpdyClient, GOAWAY,
+    PING,
 };
 use futures::StreamExt;
 
@@ -97,7 +98,13 @@ async fn remove_pod(cri: &mut Cri, pod: &Pod) {
         .await;
 }
 
-async fn exec_url(cri: &mut Cri, ctr: &str, cmd: &[&str], tty: bool, stdin: bool) -> Result<String> {
+async fn exec_url(
+    cri: &mut Cri,
+    ctr: &str,
+    cmd: &[&str],
+    tty: bool,
+    stdin: bool,
+) -> Result<String> {
     Ok(cri
         .runtime
         .exec(proto::ExecRequest {
@@ -156,17 +163,37 @@ async fn open_streams(c: &mut SpdyClient, tty: bool, stdin: bool) -> Result<Stre
 /// Exec over SPDY: output on stdout and stderr, the exit code on the error stream, both
 /// separately; a missing command's 127; an interactive `cat`.
 async fn spdy_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
-    let url = exec_url(cri, ctr, &["sh", "-c", "echo hello; echo oops >&2; exit 7"], false, false).await?;
-    let (chosen, mut c) = SpdyClient::connect(&url, &["v5.channel.k8s.io", V4, "v3.channel.k8s.io"]).await?;
+    let url = exec_url(
+        cri,
+        ctr,
+        &["sh", "-c", "echo hello; echo oops >&2; exit 7"],
+        false,
+        false,
+    )
+    .await?;
+    let (chosen, mut c) =
+        SpdyClient::connect(&url, &["v5.channel.k8s.io", V4, "v3.channel.k8s.io"]).await?;
     ensure!(chosen == V4, "negotiated {chosen:?}");
     let s = open_streams(&mut c, false, false).await?;
     c.ping(7).await?;
     let out = c.read_to_end(s.stdout).await?;
     let err = c.read_to_end(s.stderr.unwrap()).await?;
     let status = c.read_to_end(s.error).await?;
-    ensure!(out == b"hello\n", "stdout {:?}", String::from_utf8_lossy(&out));
-    ensure!(err == b"oops\n", "stderr {:?}", String::from_utf8_lossy(&err));
-    ensure!(exit_code_of(&status)? == 7, "status {}", String::from_utf8_lossy(&status));
+    ensure!(
+        out == b"hello\n",
+        "stdout {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    ensure!(
+        err == b"oops\n",
+        "stderr {:?}",
+        String::from_utf8_lossy(&err)
+    );
+    ensure!(
+        exit_code_of(&status)? == 7,
+        "status {}",
+        String::from_utf8_lossy(&status)
+    );
     // The ping came back with its id, and the session ended with a GOAWAY.
     let mut saw_ping = false;
     let mut saw_goaway = false;
@@ -180,7 +207,12 @@ async fn spdy_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     ensure!(saw_goaway, "no GOAWAY at the end");
 
     // The URL was single-use.
-    let (status, _, _) = upgrade(&url, "POST", &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]).await?;
+    let (status, _, _) = upgrade(
+        &url,
+        "POST",
+        &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")],
+    )
+    .await?;
     ensure!(status == 404, "a replayed token answered {status}");
     let (status, _, _) = upgrade(&url.replace("/exec/", "/exec/00"), "POST", &[]).await?;
     ensure!(status == 404, "an unknown token answered {status}");
@@ -191,7 +223,11 @@ async fn spdy_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     let s = open_streams(&mut c, false, false).await?;
     let _ = c.read_to_end(s.stdout).await?;
     let status = c.read_to_end(s.error).await?;
-    ensure!(exit_code_of(&status)? == 127, "status {}", String::from_utf8_lossy(&status));
+    ensure!(
+        exit_code_of(&status)? == 127,
+        "status {}",
+        String::from_utf8_lossy(&status)
+    );
 
     // Interactive: what goes in comes out, and the end of stdin ends `cat`.
     let url = exec_url(cri, ctr, &["cat"], false, true).await?;
@@ -204,9 +240,17 @@ async fn spdy_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     c.read_until(s.stdout, b"ping 2\n").await?;
     c.finish(stdin).await?;
     let rest = c.read_to_end(s.stdout).await?;
-    ensure!(rest.is_empty(), "more output: {:?}", String::from_utf8_lossy(&rest));
+    ensure!(
+        rest.is_empty(),
+        "more output: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     let status = c.read_to_end(s.error).await?;
-    ensure!(exit_code_of(&status)? == 0, "status {}", String::from_utf8_lossy(&status));
+    ensure!(
+        exit_code_of(&status)? == 0,
+        "status {}",
+        String::from_utf8_lossy(&status)
+    );
     Ok(())
 }
 
@@ -215,7 +259,8 @@ async fn spdy_exec_tty(cri: &mut Cri, ctr: &str) -> Result<()> {
     let url = exec_url(cri, ctr, &["sh"], true, true).await?;
     let (_, mut c) = SpdyClient::connect(&url, &[V4]).await?;
     let s = open_streams(&mut c, true, true).await?;
-    c.send(s.resize.unwrap(), br#"{"Width":100,"Height":30}"#).await?;
+    c.send(s.resize.unwrap(), br#"{"Width":100,"Height":30}"#)
+        .await?;
     // Give the resize a moment to land before the shell asks.
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.send(s.stdin.unwrap(), b"stty size; exit 3\n").await?;
@@ -223,7 +268,11 @@ async fn spdy_exec_tty(cri: &mut Cri, ctr: &str) -> Result<()> {
     let text = String::from_utf8_lossy(&out);
     ensure!(text.contains("30 100"), "tty output {text:?}");
     let status = c.read_to_end(s.error).await?;
-    ensure!(exit_code_of(&status)? == 3, "status {}", String::from_utf8_lossy(&status));
+    ensure!(
+        exit_code_of(&status)? == 3,
+        "status {}",
+        String::from_utf8_lossy(&status)
+    );
     // Resize twice more, split across frames, then ask again.
     let url = exec_url(cri, ctr, &["sh"], true, true).await?;
     let (_, mut c) = SpdyClient::connect(&url, &[V4]).await?;
@@ -247,14 +296,26 @@ async fn dropped_client(cri: &mut Cri, ctr: &str) -> Result<()> {
     let ps = |cri: &mut Cri| {
         let req = proto::ExecSyncRequest {
             container_id: ctr.into(),
-            cmd: vec!["/bin/busybox".into(), "ps".into(), "-o".into(), "args".into()],
+            cmd: vec![
+                "/bin/busybox".into(),
+                "ps".into(),
+                "-o".into(),
+                "args".into(),
+            ],
             timeout: 10,
         };
         let mut rt = cri.runtime.clone();
-        async move { Ok::<_, anyhow::Error>(String::from_utf8_lossy(&rt.exec_sync(req).await?.into_inner().stdout).to_string()) }
+        async move {
+            Ok::<_, anyhow::Error>(
+                String::from_utf8_lossy(&rt.exec_sync(req).await?.into_inner().stdout).to_string(),
+            )
+        }
     };
     let before = ps(cri).await?;
-    ensure!(before.contains("sleep 1234"), "the exec is not running: {before}");
+    ensure!(
+        before.contains("sleep 1234"),
+        "the exec is not running: {before}"
+    );
     c.abort();
     let started = std::time::Instant::now();
     loop {
@@ -272,23 +333,45 @@ async fn dropped_client(cri: &mut Cri, ctr: &str) -> Result<()> {
 /// Exec over WebSocket in each channel protocol.
 async fn ws_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     // v5: stdin ends with the close signal; the exit code in the Status.
-    let url = exec_url(cri, ctr, &["sh", "-c", "cat; echo done >&2; exit 5"], false, true).await?;
+    let url = exec_url(
+        cri,
+        ctr,
+        &["sh", "-c", "cat; echo done >&2; exit 5"],
+        false,
+        true,
+    )
+    .await?;
     let (chosen, mut ws) = ws_connect(&url, &["v5.channel.k8s.io", V4]).await?;
     ensure!(chosen == "v5.channel.k8s.io", "negotiated {chosen:?}");
     ws_send(&mut ws, 0, b"via websocket\n").await?;
     ws_send(&mut ws, 255, &[0]).await?;
     let (got, _) = ws_read_all(&mut ws).await?;
-    ensure!(got.get(&1).map(Vec::as_slice) == Some(&b"via websocket\n"[..]), "stdout {got:?}");
-    ensure!(got.get(&2).map(Vec::as_slice) == Some(&b"done\n"[..]), "stderr {got:?}");
-    ensure!(exit_code_of(got.get(&3).context("no status")?)? == 5, "status {got:?}");
+    ensure!(
+        got.get(&1).map(Vec::as_slice) == Some(&b"via websocket\n"[..]),
+        "stdout {got:?}"
+    );
+    ensure!(
+        got.get(&2).map(Vec::as_slice) == Some(&b"done\n"[..]),
+        "stderr {got:?}"
+    );
+    ensure!(
+        exit_code_of(got.get(&3).context("no status")?)? == 5,
+        "status {got:?}"
+    );
 
     // v4 binary: no close signal; output and status.
     let url = exec_url(cri, ctr, &["echo", "four"], false, false).await?;
     let (chosen, mut ws) = ws_connect(&url, &[V4]).await?;
     ensure!(chosen == V4, "negotiated {chosen:?}");
     let (got, _) = ws_read_all(&mut ws).await?;
-    ensure!(got.get(&1).map(Vec::as_slice) == Some(&b"four\n"[..]), "stdout {got:?}");
-    ensure!(exit_code_of(got.get(&3).context("no status")?)? == 0, "status {got:?}");
+    ensure!(
+        got.get(&1).map(Vec::as_slice) == Some(&b"four\n"[..]),
+        "stdout {got:?}"
+    );
+    ensure!(
+        exit_code_of(got.get(&3).context("no status")?)? == 0,
+        "status {got:?}"
+    );
 
     // base64: text messages, the channel as a digit.
     let url = exec_url(cri, ctr, &["echo", "sixty-four"], false, false).await?;
@@ -308,7 +391,11 @@ async fn ws_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
             Ok(_) => {}
         }
     }
-    ensure!(stdout == b"sixty-four\n", "stdout {:?}", String::from_utf8_lossy(&stdout));
+    ensure!(
+        stdout == b"sixty-four\n",
+        "stdout {:?}",
+        String::from_utf8_lossy(&stdout)
+    );
     Ok(())
 }
 
@@ -330,9 +417,11 @@ async fn attach(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
         .url;
     let (_, mut c) = SpdyClient::connect(&url, &[V4]).await?;
     let s = open_streams(&mut c, true, true).await?;
-    c.send(s.resize.unwrap(), br#"{"Width":77,"Height":11}"#).await?;
+    c.send(s.resize.unwrap(), br#"{"Width":77,"Height":11}"#)
+        .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.send(s.stdin.unwrap(), b"echo attached-$((40+2)); stty size\n").await?;
+    c.send(s.stdin.unwrap(), b"echo attached-$((40+2)); stty size\n")
+        .await?;
     c.read_until(s.stdout, b"attached-42").await?;
     c.read_until(s.stdout, b"11 77").await?;
     drop(c);
@@ -368,11 +457,16 @@ async fn attach(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     let mut seen = Vec::new();
     while !seen.windows(6).any(|w| w == b"got x\n") {
         match tokio::time::timeout(e2e::streaming::WAIT, b.next()).await? {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(m))) if m.first() == Some(&1) => {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(m)))
+                if m.first() == Some(&1) =>
+            {
                 seen.extend_from_slice(&m[1..]);
             }
             Some(Ok(_)) => {}
-            other => bail!("the second attach ended: {other:?}, saw {:?}", String::from_utf8_lossy(&seen)),
+            other => bail!(
+                "the second attach ended: {other:?}, saw {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
         }
     }
     // The CRI log has it too.
@@ -391,7 +485,11 @@ async fn attach(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     Ok(())
 }
 
-fn pf_url(cri: &mut Cri, pod: &Pod, ports: &[i32]) -> impl std::future::Future<Output = Result<String>> {
+fn pf_url(
+    cri: &mut Cri,
+    pod: &Pod,
+    ports: &[i32],
+) -> impl std::future::Future<Output = Result<String>> {
     let mut rt = cri.runtime.clone();
     let req = proto::PortForwardRequest {
         pod_sandbox_id: pod.id.clone(),
@@ -401,12 +499,21 @@ fn pf_url(cri: &mut Cri, pod: &Pod, ports: &[i32]) -> impl std::future::Future<O
 }
 
 /// One forwarded connection over `c`: send `data`, half-close, read the echo.
-async fn forward_once(c: &mut SpdyClient, request: u32, port: u16, data: &[u8]) -> Result<(u32, u32)> {
+async fn forward_once(
+    c: &mut SpdyClient,
+    request: u32,
+    port: u16,
+    data: &[u8],
+) -> Result<(u32, u32)> {
     let rid = request.to_string();
     let p = port.to_string();
-    let error = c.open(&[("streamType", "error"), ("port", &p), ("requestID", &rid)]).await?;
+    let error = c
+        .open(&[("streamType", "error"), ("port", &p), ("requestID", &rid)])
+        .await?;
     c.finish(error).await?;
-    let stream = c.open(&[("streamType", "data"), ("port", &p), ("requestID", &rid)]).await?;
+    let stream = c
+        .open(&[("streamType", "data"), ("port", &p), ("requestID", &rid)])
+        .await?;
     c.send(stream, data).await?;
     c.finish(stream).await?;
     Ok((error, stream))
@@ -420,7 +527,16 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
         pod,
         image,
         "echo",
-        &["/bin/busybox", "nc", "-ll", "-p", "9000", "-e", "/bin/busybox", "cat"],
+        &[
+            "/bin/busybox",
+            "nc",
+            "-ll",
+            "-p",
+            "9000",
+            "-e",
+            "/bin/busybox",
+            "cat",
+        ],
         false,
         false,
     )
@@ -430,7 +546,17 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
         pod,
         image,
         "hello",
-        &["/bin/busybox", "nc", "-ll", "-p", "9001", "-e", "/bin/busybox", "echo", "hello from 9001"],
+        &[
+            "/bin/busybox",
+            "nc",
+            "-ll",
+            "-p",
+            "9001",
+            "-e",
+            "/bin/busybox",
+            "echo",
+            "hello from 9001",
+        ],
         false,
         false,
     )
@@ -441,7 +567,9 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
         std::net::TcpStream::connect(("127.0.0.1", 9001)).is_err(),
         "port 9001 answers on the host: the test can't tell the namespaces apart"
     );
-    let big: Vec<u8> = (0..10_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let url = pf_url(cri, pod, &[9000]).await?;
     let (chosen, mut c) = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
     ensure!(chosen == "portforward.k8s.io", "negotiated {chosen:?}");
@@ -451,29 +579,57 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     let (e3, d3) = forward_once(&mut c, 2, 9000, &big[..1_000_000]).await?;
     let echoed = c.read_to_end(d1).await?;
     let secs = started.elapsed().as_secs_f64();
-    ensure!(echoed.len() == big.len(), "echoed {} of {} bytes", echoed.len(), big.len());
+    ensure!(
+        echoed.len() == big.len(),
+        "echoed {} of {} bytes",
+        echoed.len(),
+        big.len()
+    );
     ensure!(echoed == big, "the echo differs");
-    eprintln!("port-forward: 10 MB each way in {secs:.2} s ({:.0} MB/s)", 20.0 / secs);
-    ensure!(c.read_to_end(d2).await? == b"hello from 9001\n", "port 9001");
-    ensure!(c.read_to_end(d3).await? == big[..1_000_000], "the second connection to 9000");
+    eprintln!(
+        "port-forward: 10 MB each way in {secs:.2} s ({:.0} MB/s)",
+        20.0 / secs
+    );
+    ensure!(
+        c.read_to_end(d2).await? == b"hello from 9001\n",
+        "port 9001"
+    );
+    ensure!(
+        c.read_to_end(d3).await? == big[..1_000_000],
+        "the second connection to 9000"
+    );
     for e in [e1, e2, e3] {
         let msg = c.read_to_end(e).await?;
-        ensure!(msg.is_empty(), "error stream: {}", String::from_utf8_lossy(&msg));
+        ensure!(
+            msg.is_empty(),
+            "error stream: {}",
+            String::from_utf8_lossy(&msg)
+        );
     }
     // A port nobody listens on: the reason on the error stream.
     let (e4, d4) = forward_once(&mut c, 3, 9999, b"x").await?;
     let msg = c.read_to_end(e4).await?;
-    ensure!(String::from_utf8_lossy(&msg).contains("9999"), "error stream: {:?}", String::from_utf8_lossy(&msg));
+    ensure!(
+        String::from_utf8_lossy(&msg).contains("9999"),
+        "error stream: {:?}",
+        String::from_utf8_lossy(&msg)
+    );
     let _ = c.read_to_end(d4).await?;
     drop(c);
 
     // SPDY in a WebSocket (what `-websocket-portforward` asks for).
     let url = pf_url(cri, pod, &[9001]).await?;
     let (chosen, ws) = ws_connect(&url, &["SPDY/3.1+portforward.k8s.io"]).await?;
-    ensure!(chosen == "SPDY/3.1+portforward.k8s.io", "negotiated {chosen:?}");
+    ensure!(
+        chosen == "SPDY/3.1+portforward.k8s.io",
+        "negotiated {chosen:?}"
+    );
     let mut c = SpdyClient::over_websocket(ws)?;
     let (e, d) = forward_once(&mut c, 0, 9001, b"").await?;
-    ensure!(c.read_to_end(d).await? == b"hello from 9001\n", "port 9001 through the tunnel");
+    ensure!(
+        c.read_to_end(d).await? == b"hello from 9001\n",
+        "port 9001 through the tunnel"
+    );
     ensure!(c.read_to_end(e).await?.is_empty(), "error stream");
 
     // The channel protocol: data on channel 0 and errors on 1, each starting with the port.
@@ -483,26 +639,54 @@ async fn port_forward(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     let got = ws_read_until(&mut ws, 0, b"hello from 9001\n").await?;
     let data = got.get(&0).context("no data channel")?;
     ensure!(data.starts_with(&9001u16.to_le_bytes()), "data {data:?}");
-    ensure!(&data[2..] == b"hello from 9001\n", "data {:?}", String::from_utf8_lossy(data));
-    ensure!(got.get(&1).map(Vec::as_slice) == Some(&9001u16.to_le_bytes()[..]), "error channel {got:?}");
+    ensure!(
+        &data[2..] == b"hello from 9001\n",
+        "data {:?}",
+        String::from_utf8_lossy(data)
+    );
+    ensure!(
+        got.get(&1).map(Vec::as_slice) == Some(&9001u16.to_le_bytes()[..]),
+        "error channel {got:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn exec_attach_and_port_forward_through_the_streaming_server() -> Result<()> {
     let test = "exec_attach_and_port_forward_through_the_streaming_server";
-    let Some(BusyboxEnv { daemon, mut cri, image, .. }) = BusyboxEnv::start(test, NETWORK).await? else {
+    let Some(BusyboxEnv {
+        daemon,
+        mut cri,
+        image,
+        ..
+    }) = BusyboxEnv::start(test, NETWORK).await?
+    else {
         return Ok(());
     };
     let pod = run_pod(&mut cri, "streaming").await?;
     let result = async {
-        let ctr = start_container(&mut cri, &pod, &image, "main", &["sleep", "3600"], false, false).await?;
+        let ctr = start_container(
+            &mut cri,
+            &pod,
+            &image,
+            "main",
+            &["sleep", "3600"],
+            false,
+            false,
+        )
+        .await?;
         spdy_exec(&mut cri, &ctr).await.context("SPDY exec")?;
-        spdy_exec_tty(&mut cri, &ctr).await.context("SPDY tty exec")?;
-        dropped_client(&mut cri, &ctr).await.context("dropped client")?;
+        spdy_exec_tty(&mut cri, &ctr)
+            .await
+            .context("SPDY tty exec")?;
+        dropped_client(&mut cri, &ctr)
+            .await
+            .context("dropped client")?;
         ws_exec(&mut cri, &ctr).await.context("WebSocket exec")?;
         attach(&mut cri, &pod, &image).await.context("attach")?;
-        port_forward(&mut cri, &pod, &image).await.context("port-forward")?;
+        port_forward(&mut cri, &pod, &image)
+            .await
+            .context("port-forward")?;
         // Bad requests are refused at the CRI call.
         let e = cri
             .runtime
@@ -528,7 +712,10 @@ async fn exec_attach_and_port_forward_through_the_streaming_server() -> Result<(
             .await
             .err()
             .context("tty with stderr")?;
-        ensure!(e.code() == tonic::Code::InvalidArgument && e.message().contains("stderr"), "{e:?}");
+        ensure!(
+            e.code() == tonic::Code::InvalidArgument && e.message().contains("stderr"),
+            "{e:?}"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;

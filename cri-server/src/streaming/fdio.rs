@@ -33,9 +33,9 @@ impl Fd {
         let mut buf = BytesMut::zeroed(CHUNK);
         loop {
             let mut guard = self.inner.readable().await?;
-            match guard.try_io(|fd| {
-                nix::unistd::read(fd.as_raw_fd(), &mut buf).map_err(io::Error::from)
-            }) {
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.as_raw_fd(), &mut buf).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => {
                     buf.truncate(n);
                     return Ok(buf.freeze());

@@ -39,7 +39,10 @@ pub struct Remote {
 
 impl Remote {
     async fn finish(mut self, outcome: Outcome) {
-        for out in [self.stdout.as_mut(), self.stderr.as_mut()].into_iter().flatten() {
+        for out in [self.stdout.as_mut(), self.stderr.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             out.close().await;
         }
         if let Some(mut error) = self.error.take() {
@@ -76,7 +79,12 @@ impl Pumps {
     ) -> std::io::Result<Pumps> {
         let mut outputs = JoinSet::new();
         let mut inputs = JoinSet::new();
-        let pty = fds.pty.take().map(|fd| Fd::new(fd, true)).transpose()?.map(Arc::new);
+        let pty = fds
+            .pty
+            .take()
+            .map(|fd| Fd::new(fd, true))
+            .transpose()?
+            .map(Arc::new);
         let stdout = match (fds.stdout.take(), &pty) {
             (Some(fd), _) => Some(Pumped::Own(Fd::new(fd, false)?)),
             (None, Some(p)) => Some(Pumped::Shared(p.clone())),
@@ -183,7 +191,8 @@ async fn resize_events(mut input: Inbound, pty: Arc<Fd>) {
         while let Some(event) = events.next() {
             match event {
                 Ok(size) => {
-                    if let Err(e) = runtime::container::resize_pty(&pty.as_fd(), size.width, size.height)
+                    if let Err(e) =
+                        runtime::container::resize_pty(&pty.as_fd(), size.width, size.height)
                     {
                         tracing::debug!(error = %e, "resizing the terminal");
                     }

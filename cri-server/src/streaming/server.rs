@@ -23,7 +23,7 @@ use super::remotecommand::{self, Remote};
 use super::spdy;
 use super::status::StatusFormat;
 use super::tokens::{Pending, Tokens};
-use super::websocket::{self, Channels, ChannelSession};
+use super::websocket::{self, ChannelSession, Channels};
 use super::Backend;
 
 /// The remote-command subprotocols over SPDY, best first.
@@ -46,6 +46,8 @@ const WS_CHANNELS: [&str; 5] = [
 ];
 /// How long a client may take to open the streams it announced (kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the end of a session may take to reach a client.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Port-forward connections half-opened at once (an error stream without its data stream).
 const MAX_HALF_OPEN: usize = 1000;
 /// Ports of one WebSocket port-forward.
@@ -149,16 +151,34 @@ fn spdy_upgrade(
             Ok(io) => {
                 let io = TokioIo::new(io);
                 match pending {
-                    Pending::PortForward(req) => spdy_portforward(state, req.pod_sandbox_id, io).await,
+                    Pending::PortForward(req) => {
+                        spdy_portforward(state, req.pod_sandbox_id, io).await
+                    }
                     Pending::Exec(req) => {
-                        let session = SpdyStreams::open(io, &version, req.stdin, req.stdout, req.stderr && !req.tty, req.tty).await;
+                        let session = SpdyStreams::open(
+                            io,
+                            &version,
+                            req.stdin,
+                            req.stdout,
+                            req.stderr && !req.tty,
+                            req.tty,
+                        )
+                        .await;
                         if let Some((remote, session)) = session {
                             remotecommand::exec(state.backend.clone(), req, remote).await;
                             session.finish();
                         }
                     }
                     Pending::Attach(req) => {
-                        let session = SpdyStreams::open(io, &version, req.stdin, req.stdout, req.stderr && !req.tty, req.tty).await;
+                        let session = SpdyStreams::open(
+                            io,
+                            &version,
+                            req.stdin,
+                            req.stdout,
+                            req.stderr && !req.tty,
+                            req.tty,
+                        )
+                        .await;
                         if let Some((remote, session)) = session {
                             remotecommand::attach(state.backend.clone(), req, remote).await;
                             session.finish();
@@ -211,7 +231,11 @@ impl SpdyStreams {
     {
         let mut session = spdy::Session::start(io);
         let resize = tty && matches!(version, "v4.channel.k8s.io" | "v3.channel.k8s.io");
-        let expected = 1 + usize::from(stdin) + usize::from(stdout) + usize::from(stderr) + usize::from(resize);
+        let expected = 1
+            + usize::from(stdin)
+            + usize::from(stdout)
+            + usize::from(stderr)
+            + usize::from(resize);
         let format = if version == "v4.channel.k8s.io" {
             StatusFormat::Json
         } else {
@@ -235,11 +259,14 @@ impl SpdyStreams {
                 s = session.next_stream() => s?,
                 () = &mut deadline => {
                     tracing::debug!(received, expected, "timed out waiting for the client to create streams");
-                    session.close().await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
                     return None;
                 }
             };
-            let kind = stream.header("streamtype").unwrap_or("").to_ascii_lowercase();
+            let kind = stream
+                .header("streamtype")
+                .unwrap_or("")
+                .to_ascii_lowercase();
             let (input, output) = match kind.as_str() {
                 "error" | "stdin" | "stdout" | "stderr" | "resize" => stream.accept().await,
                 other => {
@@ -267,7 +294,8 @@ impl SpdyStreams {
                         None => break,
                     },
                     () = tail_done.cancelled() => {
-                        session.close().await;
+                        // A client that stopped reading would hold the close for ever.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
                         break;
                     }
                 }
@@ -292,7 +320,10 @@ where
     let mut session = spdy::Session::start(io);
     let mut half_open: HashMap<String, HalfOpen> = HashMap::new();
     while let Some(stream) = session.next_stream().await {
-        let kind = stream.header("streamtype").unwrap_or("").to_ascii_lowercase();
+        let kind = stream
+            .header("streamtype")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let port = stream.header("port").map(parse_port);
         // Old clients omit the request id: kubelet pairs an error stream with the data
         // stream two ids later.
@@ -356,7 +387,9 @@ fn websocket_upgrade(
     query: &str,
     upgrade: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
@@ -370,7 +403,12 @@ fn websocket_upgrade(
     let ours: Vec<&str> = match pending {
         Pending::PortForward(_) => {
             let mut p = vec![WS_TUNNELLED_PORTFORWARD];
-            p.extend(["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"]);
+            p.extend([
+                "v4.channel.k8s.io",
+                "v4.base64.channel.k8s.io",
+                "channel.k8s.io",
+                "base64.channel.k8s.io",
+            ]);
             p
         }
         _ => WS_CHANNELS.to_vec(),
@@ -401,7 +439,8 @@ fn websocket_upgrade(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket::config())).await;
+        let ws =
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket::config())).await;
         match pending {
             Pending::PortForward(req) if protocol_name == WS_TUNNELLED_PORTFORWARD => {
                 spdy_portforward(state, req.pod_sandbox_id, websocket::tunnel(ws)).await;
@@ -410,12 +449,24 @@ fn websocket_upgrade(
                 ws_portforward(state, req.pod_sandbox_id, ws, &protocol_name, ws_ports).await;
             }
             Pending::Exec(req) => {
-                let (remote, session) = ws_remote(ws, &protocol_name, req.stdin, req.stdout, req.stderr && !req.tty);
+                let (remote, session) = ws_remote(
+                    ws,
+                    &protocol_name,
+                    req.stdin,
+                    req.stdout,
+                    req.stderr && !req.tty,
+                );
                 remotecommand::exec(state.backend.clone(), req, remote).await;
                 session.finish();
             }
             Pending::Attach(req) => {
-                let (remote, session) = ws_remote(ws, &protocol_name, req.stdin, req.stdout, req.stderr && !req.tty);
+                let (remote, session) = ws_remote(
+                    ws,
+                    &protocol_name,
+                    req.stdin,
+                    req.stdout,
+                    req.stderr && !req.tty,
+                );
                 remotecommand::attach(state.backend.clone(), req, remote).await;
                 session.finish();
             }
@@ -479,7 +530,10 @@ fn ws_ports(query: &str, requested: &[i32]) -> Result<Vec<u16>, String> {
             continue;
         };
         for p in value.split(',') {
-            ports.push(parse_port(p).ok_or_else(|| format!("unable to parse {p:?} as a port: want 1 to 65535"))?);
+            ports.push(
+                parse_port(p)
+                    .ok_or_else(|| format!("unable to parse {p:?} as a port: want 1 to 65535"))?,
+            );
         }
     }
     if ports.is_empty() {
@@ -492,7 +546,10 @@ fn ws_ports(query: &str, requested: &[i32]) -> Result<Vec<u16>, String> {
         return Err("query parameter \"port\" is required\n".into());
     }
     if ports.len() > MAX_WS_PORTS {
-        return Err(format!("{} ports asked, at most {MAX_WS_PORTS}", ports.len()));
+        return Err(format!(
+            "{} ports asked, at most {MAX_WS_PORTS}",
+            ports.len()
+        ));
     }
     Ok(ports)
 }
@@ -551,8 +608,14 @@ mod tests {
 
     #[test]
     fn negotiation_takes_the_clients_first_known_protocol() {
-        let client = vec!["v5.channel.k8s.io".to_string(), "v4.channel.k8s.io".to_string()];
-        assert_eq!(negotiate(&client, &SPDY_REMOTECOMMAND), Ok(Some("v4.channel.k8s.io")));
+        let client = vec![
+            "v5.channel.k8s.io".to_string(),
+            "v4.channel.k8s.io".to_string(),
+        ];
+        assert_eq!(
+            negotiate(&client, &SPDY_REMOTECOMMAND),
+            Ok(Some("v4.channel.k8s.io"))
+        );
         assert_eq!(negotiate(&[], &SPDY_REMOTECOMMAND), Ok(None));
         assert!(negotiate(&["v9".to_string()], &SPDY_REMOTECOMMAND).is_err());
     }
@@ -560,7 +623,10 @@ mod tests {
     #[test]
     fn header_values_are_split_and_trimmed() {
         let mut h = HeaderMap::new();
-        h.append(PROTOCOL_HEADER, HeaderValue::from_static("v4.channel.k8s.io, v3.channel.k8s.io"));
+        h.append(
+            PROTOCOL_HEADER,
+            HeaderValue::from_static("v4.channel.k8s.io, v3.channel.k8s.io"),
+        );
         h.append(PROTOCOL_HEADER, HeaderValue::from_static("channel.k8s.io"));
         assert_eq!(
             values(&h, PROTOCOL_HEADER),
@@ -573,7 +639,10 @@ mod tests {
 
     #[test]
     fn websocket_ports_come_from_the_query_or_the_request() {
-        assert_eq!(ws_ports("port=80&port=443,8080", &[]), Ok(vec![80, 443, 8080]));
+        assert_eq!(
+            ws_ports("port=80&port=443,8080", &[]),
+            Ok(vec![80, 443, 8080])
+        );
         assert_eq!(ws_ports("", &[8080]), Ok(vec![8080]));
         assert!(ws_ports("port=0", &[]).is_err());
         assert!(ws_ports("", &[]).is_err());

@@ -19,7 +19,10 @@ pub enum StatusFormat {
 pub enum Outcome {
     Success,
     /// The process ended with a code other than 0; `message` says how.
-    ExitCode { code: i32, message: String },
+    ExitCode {
+        code: i32,
+        message: String,
+    },
     /// The exec or attach itself failed.
     Internal(String),
 }
@@ -60,7 +63,9 @@ impl Outcome {
             Outcome::Success => ("Success", None, None, None, None),
             Outcome::ExitCode { code, message } => (
                 "Failure",
-                Some(format!("command terminated with non-zero exit code: {message}")),
+                Some(format!(
+                    "command terminated with non-zero exit code: {message}"
+                )),
                 Some("NonZeroExitCode"),
                 Some(Details {
                     causes: vec![Cause {
@@ -143,6 +148,9 @@ mod tests {
         let v = json_of(&Outcome::Internal("container \"x\" not found".into()));
         assert_eq!(v["reason"], "InternalError");
         assert_eq!(v["code"], 500);
-        assert_eq!(v["details"]["causes"][0]["message"], "container \"x\" not found");
+        assert_eq!(
+            v["details"]["causes"][0]["message"],
+            "container \"x\" not found"
+        );
     }
 }

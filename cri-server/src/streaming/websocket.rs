@@ -95,7 +95,13 @@ impl ChannelSession {
             inbound.insert(ch, i);
         }
         tokio::spawn(read_channels(stream, framing, senders, closed.clone()));
-        tokio::spawn(write_channels(sink, rx, framing, finish.clone(), closed.clone()));
+        tokio::spawn(write_channels(
+            sink,
+            rx,
+            framing,
+            finish.clone(),
+            closed.clone(),
+        ));
         ChannelSession {
             inbound,
             tx,
@@ -134,13 +140,10 @@ async fn read_channels<S>(
             () = closed.cancelled() => break,
         };
         let (channel, payload) = match message {
-            Some(Ok(Message::Binary(data))) if !data.is_empty() => {
-                (data[0], data.slice(1..))
-            }
+            Some(Ok(Message::Binary(data))) if !data.is_empty() => (data[0], data.slice(1..)),
             Some(Ok(Message::Text(text))) if framing.base64 && !text.is_empty() => {
                 let text = text.as_str();
-                let Some(channel) = text.as_bytes()[0].checked_sub(b'0').filter(|c| *c <= 9)
-                else {
+                let Some(channel) = text.as_bytes()[0].checked_sub(b'0').filter(|c| *c <= 9) else {
                     tracing::debug!("a base64 message without a channel digit");
                     break;
                 };

@@ -30,10 +30,9 @@ impl CriService {
         }
         let pod = self.sandboxes().get(&req.pod_sandbox_id)?;
         if pod.state != SandboxState::Ready {
-            return Err(CriError::Runtime(runtime::Error::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
-            ))));
+            return Err(CriError::Runtime(runtime::Error::FailedPrecondition(
+                format!("pod sandbox {} is not ready", pod.id),
+            )));
         }
         req.pod_sandbox_id = pod.id;
         Ok(proto::PortForwardResponse {
