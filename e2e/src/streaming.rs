@@ -269,6 +269,10 @@ pub fn parse_header_block(b: &[u8]) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// A control frame as received: its type, its decoded headers (SYN_REPLY, HEADERS), its
+/// raw payload.
+pub type ControlFrame = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A SPDY client session: one task reads frames into per-stream queues; the test writes.
 pub struct SpdyClient {
     write: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
@@ -277,7 +281,7 @@ pub struct SpdyClient {
     /// Frames for each stream (data, with FIN as an empty last element) and control frames.
     streams: HashMap<u32, mpsc::UnboundedReceiver<Vec<u8>>>,
     register: mpsc::UnboundedSender<(u32, mpsc::UnboundedSender<Vec<u8>>)>,
-    pub control: mpsc::UnboundedReceiver<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub control: mpsc::UnboundedReceiver<ControlFrame>,
     /// Every byte the server sent, for tests that decode the raw exchange.
     pub raw: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
@@ -308,11 +312,7 @@ impl SpdyClient {
         tokio::spawn(async move {
             while let Some(Ok(m)) = stream.next().await {
                 match m {
-                    Message::Binary(b) => {
-                        if wr.write_all(&b).await.is_err() {
-                            break;
-                        }
-                    }
+                    Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                     Message::Close(_) => break,
                     _ => {}
                 }
