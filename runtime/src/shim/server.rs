@@ -278,7 +278,7 @@ impl Server {
             let mut fd = pollfd(c.stream.as_fd(), events);
             // A stream's owner is watched for its hang-up (always reported) even while
             // its `wait` is deferred.
-            if events == 0 && !(c.streams && !c.eof) {
+            if events == 0 && (!c.streams || c.eof) {
                 // Nothing to wait for (and a closed peer would report POLLHUP forever).
                 fd.fd = -1;
             }
