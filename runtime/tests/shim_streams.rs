@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use runtime::container::{resize_pty, ExecExit, StreamFds};
-use runtime::shim::protocol::{Exec, Request, Streams};
+use runtime::shim::protocol::{Exec, Request, Streams, MAX_STREAMS};
 use runtime::shim_client::PodShim;
 use runtime::ErrorKind;
 use support::*;
@@ -346,6 +346,21 @@ fn attach_without_stdin_and_on_a_terminal() {
     );
     write(fds.stdin.as_ref().unwrap(), b"over the pty\n");
     read_until(fds.stdout.as_ref().unwrap(), contains("over the pty\r\n"));
+
+    drop((fds, session));
+
+    // Attach sessions are bounded per pod; a closed one makes room.
+    let mut sessions: Vec<_> = (0..MAX_STREAMS - 1)
+        .map(|_| rt.block_on(shim.attach("plain", ALL)).expect("attach"))
+        .collect();
+    let over = rt.block_on(shim.attach("plain", ALL)).unwrap_err();
+    assert_eq!(over.kind(), ErrorKind::FailedPrecondition, "{over}");
+    sessions.pop();
+    wait_until("a session is released", Duration::from_secs(5), || {
+        rt.block_on(shim.attach("plain", ALL))
+            .map(|s| sessions.push(s))
+            .is_ok()
+    });
 }
 
 #[test]
@@ -375,4 +390,32 @@ fn close_stdin_ends_a_cat_container() {
     // Exited: no more attaches.
     let refused = rt.block_on(shim.attach("box", ALL)).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn a_slow_attacher_loses_output_but_never_holds_up_the_log() {
+    needs_root_and_busybox!();
+    let pod = Pod::start();
+    let mut client = pod.client();
+    // 3,000,000 bytes in lines of 100, once released by a line on stdin.
+    let line = "a".repeat(99);
+    let script = format!("read x; yes {line} | head -c 3000000");
+    let mut ctr = pod.container("loud", &["sh", "-c", &script]);
+    ctr.req.stdin = true;
+    ctr.run(&mut client);
+    let rt = rt();
+    let shim = PodShim::new(&pod.state());
+    let (fds, _session) = rt.block_on(shim.attach("loud", ALL)).expect("attach");
+    write(fds.stdin.as_ref().unwrap(), b"go\n");
+    // Nobody reads the attacher's pipe until the container has ended.
+    assert_eq!(client.wait("loud").exit_code, 0);
+    let lines = log_lines(&ctr.log());
+    assert_eq!(lines.len(), 30_000, "the log has every line");
+    assert!(lines.iter().all(|l| *l == full("stdout", &line)));
+    let got = read_until(fds.stdout.as_ref().unwrap(), |_| false);
+    assert!(
+        !got.is_empty() && got.len() < 3_000_000,
+        "the attacher got {} bytes",
+        got.len()
+    );
 }
