@@ -142,7 +142,8 @@ pub enum Request {
     /// Answer the process's [`ExitStatus`] once it has exited (at once if it has).
     Wait { id: String },
     /// Run a process inside a running container, capture its output: answers [`ExecReply`]
-    /// when it exits or its timeout kills it.
+    /// when it exits or its timeout kills it. With [`Exec::stream`]: answers
+    /// [`StreamReply`] at once, with fds.
     Exec(Exec),
     /// Reopen the container's CRI log file (after kubelet rotated it): answers [`Empty`].
     ReopenLog { id: String },
