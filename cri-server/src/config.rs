@@ -45,6 +45,8 @@ pub struct Config {
     /// `127.0.0.1:9109`. Empty (the default): no metrics endpoint. The endpoint has no
     /// authentication, so keep it on loopback or a trusted network.
     pub metrics_address: String,
+    /// `[streaming]`: the exec/attach/port-forward server (loopback, a free port).
+    pub streaming: cri_server::streaming::StreamingConfig,
     /// How long a starting corrald waits for `<root>/corrald.lock` while another (say one
     /// that was just killed and is still exiting) holds it, before giving up.
     pub root_lock_wait_seconds: u64,
@@ -65,6 +67,7 @@ impl Default for Config {
             image: ImageLimits::default(),
             network: NetworkConfig::default(),
             metrics_address: String::new(),
+            streaming: Default::default(),
             root_lock_wait_seconds: 30,
             cdi_spec_dirs: runtime::container::cdi::DEFAULT_SPEC_DIRS
                 .iter()

@@ -28,9 +28,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use runtime::container::ContainerState;
 use runtime::sandbox::SandboxState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use cri_server::streaming::http;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::service::CriService;
@@ -50,9 +54,7 @@ const MAX_REQUEST_HEAD: usize = 8 << 10;
 /// How long a client may take to send its request head. A client that connects and says
 /// nothing holds one connection slot for at most this long.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client may take to read the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more are closed on accept, so a flood of idle connections costs
+/// Connections served at once; more wait in the backlog, so a flood of idle connections costs
 /// a bounded number of tasks and buffers.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -308,9 +310,10 @@ fn render(metrics: &Metrics, node: Option<&NodeState>) -> Result<String, std::fm
 }
 
 /// A running metrics endpoint; dropping it (or [`MetricsServer::shutdown`]) stops it and every
-/// connection it is serving.
+/// connection it is serving. Served by the same HTTP stack as the streaming server.
 pub struct MetricsServer {
     addr: SocketAddr,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -323,151 +326,59 @@ impl MetricsServer {
         let addr = listener
             .local_addr()
             .with_context(|| format!("metrics_address {address:?}"))?;
-        let task = tokio::spawn(serve(listener, source));
-        Ok(MetricsServer { addr, task })
+        let stop = CancellationToken::new();
+        let limits = http::Limits {
+            connections: MAX_CONNECTIONS,
+            head_timeout: READ_TIMEOUT,
+            max_head: MAX_REQUEST_HEAD,
+        };
+        let task = tokio::spawn(http::serve(
+            listener,
+            move |req| respond(req, source.clone()),
+            stop.clone(),
+            limits,
+        ));
+        Ok(MetricsServer { addr, stop, task })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stop accepting, close every connection, and wait until that is done.
+    /// Stop accepting, close every connection, and wait until the listener is closed.
     pub async fn shutdown(mut self) {
-        self.task.abort();
-        // The task was aborted: its result says only that.
+        self.stop.cancel();
         let _ = (&mut self.task).await;
     }
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
-/// The accept loop. Connections live in a [`JoinSet`] owned by this task, so aborting the
-/// task drops them all.
-async fn serve(listener: TcpListener, source: StateSource) {
-    let mut connections = JoinSet::new();
-    loop {
-        let accepted = listener.accept().await;
-        // Reap what finished so the set's length is the number still open.
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                if connections.len() >= MAX_CONNECTIONS {
-                    tracing::warn!(%peer, "metrics: too many connections; closing this one");
-                    continue;
-                }
-                let source = source.clone();
-                connections.spawn(async move {
-                    if let Err(e) = handle(stream, source).await {
-                        tracing::debug!(%peer, error = %e, "metrics connection");
-                    }
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: transient, but retrying at once would
-                // spin.
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Why a request head could not be used.
-#[derive(Debug, PartialEq, Eq)]
-enum BadRequest {
-    TooLarge,
-    Malformed,
-}
-
-/// The method and path (query string dropped) of a complete request head.
-fn parse_request_line(head: &[u8]) -> Result<(&str, &str), BadRequest> {
-    let line_end = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or(BadRequest::Malformed)?;
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| BadRequest::Malformed)?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BadRequest::Malformed);
+/// One scrape per connection (`Connection: close`): a scraper reconnects anyway, and a
+/// client holds a connection slot no longer than its request and our answer take.
+async fn respond(req: Request<Incoming>, source: StateSource) -> Response<http::Body> {
+    let head_only = req.method() == Method::HEAD;
+    let mut response = if req.uri().path() != "/metrics" {
+        http::text(StatusCode::NOT_FOUND, "not found: try /metrics\n")
+    } else if req.method() != Method::GET && !head_only {
+        let mut r = http::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    } else {
+        scrape(source).await
     };
-    if method.is_empty() || !version.starts_with("HTTP/1.") {
-        return Err(BadRequest::Malformed);
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    Ok((method, path))
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
-/// Read until the blank line that ends the request head; a GET has no body to read.
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, ReadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(ReadError::Io)?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        // Search from just before the new bytes: the terminator may straddle two reads.
-        let from = buf.len().saturating_sub(n + 3);
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(buf);
-        }
-        if buf.len() >= MAX_REQUEST_HEAD {
-            return Err(ReadError::Bad(BadRequest::TooLarge));
-        }
-    }
-}
-
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Closed,
-    Bad(BadRequest),
-}
-
-/// The response to a request head (or to a head that could not be read).
-async fn respond(head: Result<Vec<u8>, BadRequest>, source: &StateSource) -> Vec<u8> {
-    let head = match head {
-        Ok(h) => h,
-        Err(BadRequest::TooLarge) => {
-            return response(
-                "431 Request Header Fields Too Large",
-                "",
-                "too large\n",
-                false,
-            )
-        }
-        Err(BadRequest::Malformed) => {
-            return response("400 Bad Request", "", "bad request\n", false)
-        }
-    };
-    let (method, path) = match parse_request_line(&head) {
-        Ok(p) => p,
-        Err(_) => return response("400 Bad Request", "", "bad request\n", false),
-    };
-    if path != "/metrics" {
-        return response(
-            "404 Not Found",
-            "",
-            "not found: try /metrics\n",
-            method == "HEAD",
-        );
-    }
-    if method != "GET" && method != "HEAD" {
-        return response(
-            "405 Method Not Allowed",
-            "Allow: GET, HEAD\r\n",
-            "method not allowed\n",
-            false,
-        );
-    }
-    let source = source.clone();
+async fn scrape(source: StateSource) -> Response<http::Body> {
     // Database reads and /proc: off the async workers.
     let node = match tokio::task::spawn_blocking(move || source()).await {
         Ok(Ok(node)) => Some(node),
@@ -484,65 +395,24 @@ async fn respond(head: Result<Vec<u8>, BadRequest>, source: &StateSource) -> Vec
         }
     };
     match render(&METRICS, node.as_ref()) {
-        Ok(body) => response(
-            "200 OK",
-            &format!("Content-Type: {CONTENT_TYPE}\r\n"),
-            &body,
-            method == "HEAD",
-        ),
+        Ok(body) => {
+            let mut r = http::text(StatusCode::OK, body);
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            r
+        }
         Err(e) => {
             tracing::error!(error = %e, "metrics: encoding failed");
-            response("500 Internal Server Error", "", "encoding failed\n", false)
+            http::text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n")
         }
-    }
-}
-
-/// One whole HTTP/1.1 response; the connection closes after it.
-fn response(status: &str, headers: &str, body: &str, head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\n{headers}{}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        if headers.contains("Content-Type") {
-            ""
-        } else {
-            "Content-Type: text/plain; charset=utf-8\r\n"
-        },
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
-/// One request per connection, each step under a deadline, so a slow or silent client ties up
-/// only its own task, and only for a while.
-async fn handle(mut stream: TcpStream, source: StateSource) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Err(_) => return Ok(()),
-        Ok(Err(ReadError::Closed)) => return Ok(()),
-        Ok(Err(ReadError::Io(e))) => return Err(e),
-        Ok(Err(ReadError::Bad(b))) => Err(b),
-        Ok(Ok(h)) => Ok(h),
-    };
-    let reply = respond(head, &source).await;
-    match tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(&reply).await?;
-        stream.shutdown().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "client too slow reading the response",
-        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn node() -> NodeState {
         NodeState {
@@ -636,31 +506,6 @@ mod tests {
         assert!(text.contains("corral_image_pull_bytes_total 0"), "{text}");
     }
 
-    #[test]
-    fn request_lines() {
-        assert_eq!(
-            parse_request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Ok(("GET", "/metrics"))
-        );
-        assert_eq!(
-            parse_request_line(b"GET /metrics?name[]=x HTTP/1.0\r\n\r\n"),
-            Ok(("GET", "/metrics"))
-        );
-        for bad in [
-            &b"GET /metrics\r\n\r\n"[..],
-            b"GET /metrics HTTP/1.1 extra\r\n\r\n",
-            b"GET /metrics SPDY/3\r\n\r\n",
-            b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
-            b"no line end",
-        ] {
-            assert_eq!(
-                parse_request_line(bad),
-                Err(BadRequest::Malformed),
-                "{bad:?}"
-            );
-        }
-    }
-
     /// Send `request`, read to EOF, split status line and body.
     async fn exchange(addr: SocketAddr, request: &[u8]) -> (String, String, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -669,7 +514,8 @@ mod tests {
         s.read_to_string(&mut reply).await.unwrap();
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
         let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-        (status.to_string(), headers.to_string(), body.to_string())
+        // hyper writes header names in lower case.
+        (status.to_string(), headers.to_lowercase(), body.to_string())
     }
 
     #[tokio::test]
@@ -681,18 +527,18 @@ mod tests {
             exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(
-            headers.contains(&format!("Content-Type: {CONTENT_TYPE}")),
+            headers.contains(&format!("content-type: {}", CONTENT_TYPE.to_lowercase())),
             "{headers}"
         );
         assert!(
-            headers.contains(&format!("Content-Length: {}", body.len())),
+            headers.contains(&format!("content-length: {}", body.len())),
             "{headers}"
         );
         assert!(body.contains("corral_pods{state=\"ready\"} 2"), "{body}");
 
         let (status, headers, body) = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
-        assert!(headers.contains("Content-Length: "), "{headers}");
+        assert!(headers.contains("content-length: "), "{headers}");
         assert_eq!(body, "");
 
         let (status, _, _) = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
@@ -701,7 +547,7 @@ mod tests {
         assert_eq!(status, "HTTP/1.1 404 Not Found");
         let (status, headers, _) = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
         assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
-        assert!(headers.contains("Allow: GET, HEAD"), "{headers}");
+        assert!(headers.contains("allow: get, head"), "{headers}");
         let (status, _, _) = exchange(addr, b"garbage\r\n\r\n").await;
         assert_eq!(status, "HTTP/1.1 400 Bad Request");
 

@@ -111,6 +111,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before the CRI socket, so a metrics address that can't be bound stops start-up with
     // nothing for kubelet to connect to.
     let metrics = start_metrics(&config, &service).await?;
+    let streaming = service
+        .start_streaming(&config.streaming)
+        .await
+        .with_context(|| {
+            format!(
+                "starting the streaming server on {}:{}",
+                config.streaming.address, config.streaming.port
+            )
+        })?;
+    tracing::info!(address = %streaming, "serving exec, attach and port-forward");
 
     let listener = bind(&socket)?;
     tracing::info!(socket = %socket.display(), root = %config.root.display(), state = %config.state.display(), "corrald serving CRI v1");
@@ -124,7 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ImageServiceServer::new(service)
+            ImageServiceServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -148,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let _ = std::fs::remove_file(&socket);
+    service.stop_streaming();
     if let Some(m) = metrics {
         m.shutdown().await;
     }

@@ -8,4 +8,5 @@ pub mod harness;
 pub mod images;
 pub mod registry;
 pub mod skip;
+pub mod streaming;
 pub mod tree;

@@ -15,6 +15,7 @@
 
 mod addr;
 mod bridge;
+mod dial;
 mod error;
 mod hostport;
 mod ipam;
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+pub use dial::dial_loopback;
 pub use error::{Error, ErrorKind, Result};
 pub use netns::{
     pin_namespaces, release_namespaces, run_in_netns, NamespaceRequest, PinnedNamespaces,

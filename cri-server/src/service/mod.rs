@@ -3,6 +3,7 @@
 
 mod image;
 mod runtime;
+mod streaming;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ struct Inner {
     containers: Containers,
     /// The stats calls' CPU samples and writable-layer cache (one per daemon).
     stats: ::runtime::stats::Collector,
+    /// The streaming server, once started (it needs this service as its backend).
+    streaming: std::sync::OnceLock<cri_server::streaming::StreamingServer>,
 }
 
 impl CriService {
@@ -47,6 +50,7 @@ impl CriService {
                 sandboxes,
                 containers,
                 stats: Default::default(),
+                streaming: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -375,10 +379,28 @@ impl RuntimeService for CriService {
         .await
     }
 
+    async fn exec(&self, request: Request<proto::ExecRequest>) -> R<proto::ExecResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "Exec", container = %req.container_id);
+        unary("Exec", span, self.exec(req)).await
+    }
+
+    async fn attach(&self, request: Request<proto::AttachRequest>) -> R<proto::AttachResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "Attach", container = %req.container_id);
+        unary("Attach", span, self.attach(req)).await
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<proto::PortForwardRequest>,
+    ) -> R<proto::PortForwardResponse> {
+        let req = request.into_inner();
+        let span = info_span!("cri", method = "PortForward", pod = %req.pod_sandbox_id);
+        unary("PortForward", span, self.port_forward(req)).await
+    }
+
     not_yet! {
-        exec(proto::ExecRequest) -> proto::ExecResponse = "Exec";
-        attach(proto::AttachRequest) -> proto::AttachResponse = "Attach";
-        port_forward(proto::PortForwardRequest) -> proto::PortForwardResponse = "PortForward";
         checkpoint_container(proto::CheckpointContainerRequest) -> proto::CheckpointContainerResponse = "CheckpointContainer";
     }
 }

@@ -82,6 +82,12 @@ impl Outbound {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "session closed"))
     }
 
+    /// Resolves once the session's writer has gone (the client disconnected or the session
+    /// ended): what streams to this client can stop.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Finish the stream in the server's direction; idempotent.
     pub async fn close(&mut self) {
         if !std::mem::replace(&mut self.closed, true) {

@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod files;
+mod port_forward;
 mod recover;
 mod remove;
 mod run;

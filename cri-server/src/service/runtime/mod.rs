@@ -1,5 +1,6 @@
 //! RuntimeService RPCs, one file each.
 
+mod attach;
 mod container_create;
 pub(crate) mod container_events;
 mod container_list;
@@ -11,8 +12,10 @@ mod container_stats_list;
 mod container_status;
 mod container_stop;
 mod container_update;
+mod exec;
 mod exec_sync;
 mod metric_descriptors;
+mod port_forward;
 mod runtime_config;
 mod runtime_config_update;
 mod sandbox_list;
