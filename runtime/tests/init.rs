@@ -665,7 +665,7 @@ fn exec_into_running() {
         process.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
         let (stdio, out, err) = pipes();
         let procs = fx.procs();
-        let pid = init::exec(ExecOptions {
+        let spawned = init::exec(ExecOptions {
             container_pid: init_pid,
             spec: &spec,
             process: &process,
@@ -674,18 +674,20 @@ fn exec_into_running() {
             cgroup_procs: &procs,
         })
         .expect("exec");
+        let pid = spawned.pid;
         let output = read_all(out);
         let errors = read_all(err);
-        (wait(pid), pid, output, errors)
+        (wait(pid), pid, output, errors, spawned.not_executable)
     };
 
-    let (status, pid, output, errors) = run(&[
+    let (status, pid, output, errors, not_executable) = run(&[
         "sh",
         "-c",
         "ps; echo pid=$$; echo uid=$(id -u); echo cwd=$(pwd); echo uts=$(hostname); \
          echo eff=$(grep ^CapEff /proc/self/status | cut -f2); grep pids /proc/self/cgroup",
     ]);
     assert_eq!(status, WaitStatus::Exited(pid, 0), "{errors}");
+    assert_eq!(not_executable, None);
     println!("{output}");
     let sleeper = output.lines().any(|l| {
         let fields: Vec<&str> = l.split_whitespace().collect();
@@ -713,14 +715,19 @@ fn exec_into_running() {
         );
     }
 
-    let (status, pid, _, errors) = run(&["nope"]);
+    let (status, pid, _, errors, not_executable) = run(&["nope"]);
     assert_eq!(status, WaitStatus::Exited(pid, 127));
+    // Said at once to the shim too (a streamed exec answers it), with the same words.
+    let (code, message) = not_executable.expect("not executable");
+    assert_eq!(code, 127);
+    assert_eq!(format!("{message}\n"), errors);
     assert!(
         errors.contains("\"nope\": executable file not found in $PATH"),
         "{errors}"
     );
-    let (status, pid, _, errors) = run(&["/etc/passwd"]);
+    let (status, pid, _, errors, not_executable) = run(&["/etc/passwd"]);
     assert_eq!(status, WaitStatus::Exited(pid, 126));
+    assert_eq!(not_executable.map(|(code, _)| code), Some(126));
     assert!(errors.contains("permission denied"), "{errors}");
 
     kill(init_pid, Signal::SIGKILL).expect("kill");

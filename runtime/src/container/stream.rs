@@ -123,8 +123,9 @@ impl ExecSession {
     }
 
     /// The exit (waits without limit): exit code (128+signal for a signal), and a message
-    /// when the command could not be executed (code 126/127). Cancel-safe only in that a
-    /// dropped call leaves the session unusable (drop it).
+    /// when the command could not be executed (code 126/127). Cancel-safe (for
+    /// `select!`): a call dropped before its answer may be made again; the first answer
+    /// the shim gives is the exit either way.
     pub async fn wait(&mut self) -> Result<ExecExit> {
         if let Some(exit) = &self.exit {
             return Ok(exit.clone());

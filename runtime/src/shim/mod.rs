@@ -14,7 +14,8 @@
 //! ignored SIGPIPE and `oom_score_adj`; a container init must reset all three before it
 //! execs the user's process.
 //!
-//! Only [`daemon`] and [`pause`] (which fork) and [`sys`] (poll, _exit) may use `unsafe`.
+//! Only [`daemon`] and [`pause`] (which fork) and [`sys`] (poll, _exit, the fds received
+//! with `SCM_RIGHTS`, TIOCSWINSZ) may use `unsafe`.
 
 pub mod args;
 mod container;

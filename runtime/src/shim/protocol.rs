@@ -50,8 +50,8 @@
 //! A streamed exec's fds are corrald's ends of fresh pipes (only the streams asked for; the
 //! others are /dev/null), or the pty master once as `pty` (stdin written to it, output read
 //! from it, resized with TIOCSWINSZ). A command that is missing (127) or not executable
-//! (126) is a success answer with `exit_code`, `message` and no fds; nothing more is owed,
-//! a `wait` for it is `not_found`. `timeout_ms` and `max_output` do not apply to a
+//! (126) is a success answer with `exit_code`, `message` and no fds; nothing more is owed
+//! (no `wait` is needed, and its record goes once it is reaped). `timeout_ms` and `max_output` do not apply to a
 //! streamed exec. Its exit is kept until the owning connection has been answered a `wait`
 //! (or closes); streamed execs are bounded per pod ([`MAX_STREAMS`]).
 //!
@@ -142,7 +142,8 @@ pub enum Request {
     /// Answer the process's [`ExitStatus`] once it has exited (at once if it has).
     Wait { id: String },
     /// Run a process inside a running container, capture its output: answers [`ExecReply`]
-    /// when it exits or its timeout kills it.
+    /// when it exits or its timeout kills it. With [`Exec::stream`]: answers
+    /// [`StreamReply`] at once, with fds.
     Exec(Exec),
     /// Reopen the container's CRI log file (after kubelet rotated it): answers [`Empty`].
     ReopenLog { id: String },
@@ -496,6 +497,58 @@ mod tests {
                 serde_json::from_slice(&serde_json::to_vec(want).unwrap()).unwrap();
             assert_eq!(&again, want);
         }
+        let attach = Request::Attach(Attach {
+            id: "c".into(),
+            streams: Streams {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            },
+        });
+        let line = serde_json::to_string(&attach).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"attach","id":"c","stdin":true,"stdout":true,"stderr":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), attach);
+        let short: Request = serde_json::from_str(r#"{"op":"attach","id":"c"}"#).unwrap();
+        assert_eq!(
+            short,
+            Request::Attach(Attach {
+                id: "c".into(),
+                streams: Streams::default()
+            })
+        );
+        let close: Request = serde_json::from_str(r#"{"op":"close_stdin","id":"c"}"#).unwrap();
+        assert_eq!(close, Request::CloseStdin { id: "c".into() });
+        assert_eq!(close.op(), "close_stdin");
+
+        // An ExecSync request is what it was: no `stream` key.
+        let mut exec = Exec {
+            id: "e".into(),
+            container_id: "c".into(),
+            process: oci_spec::runtime::Process::default(),
+            timeout_ms: 0,
+            max_output: 5,
+            stream: None,
+        };
+        let line = serde_json::to_string(&Request::Exec(exec.clone())).unwrap();
+        assert!(!line.contains("stream"), "{line}");
+        exec.stream = Some(Streams {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        });
+        let line = serde_json::to_string(&Request::Exec(exec.clone())).unwrap();
+        assert!(
+            line.contains(r#""stream":{"stdin":false,"stdout":true,"stderr":true}"#),
+            "{line}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(&line).unwrap(),
+            Request::Exec(exec)
+        );
+
         for bad in [
             r#"{"op":"frobnicate"}"#,
             r#"{"no":"op"}"#,
@@ -518,6 +571,38 @@ mod tests {
         assert_eq!(decode_answer::<PingReply>(&line).unwrap(), ping);
         assert_eq!(encode_success(&Empty {}), b"{\"ok\":true}\n");
         assert_eq!(decode_answer::<Empty>(b"{\"ok\":true}").unwrap(), Empty {});
+
+        let started = StreamReply {
+            pid: 9,
+            fds: vec!["stdin".into(), "stdout".into()],
+            exit_code: None,
+            message: None,
+        };
+        let line = encode_success(&started);
+        assert_eq!(
+            line,
+            b"{\"ok\":true,\"pid\":9,\"fds\":[\"stdin\",\"stdout\"]}\n"
+        );
+        assert_eq!(decode_answer::<StreamReply>(&line).unwrap(), started);
+        let missing = StreamReply {
+            pid: 9,
+            fds: Vec::new(),
+            exit_code: Some(127),
+            message: Some("exec: \"x\": no such file or directory".into()),
+        };
+        assert_eq!(
+            decode_answer::<StreamReply>(&encode_success(&missing)).unwrap(),
+            missing
+        );
+        let attached = AttachReply {
+            fds: vec!["stdout".into()],
+            tty: true,
+            stdin_once: false,
+        };
+        assert_eq!(
+            encode_success(&attached),
+            b"{\"ok\":true,\"fds\":[\"stdout\"],\"tty\":true,\"stdin_once\":false}\n"
+        );
 
         let err = ErrorReply::invalid("op", "unknown op");
         let line = encode_error(&err);

@@ -278,7 +278,7 @@ impl Server {
             let mut fd = pollfd(c.stream.as_fd(), events);
             // A stream's owner is watched for its hang-up (always reported) even while
             // its `wait` is deferred.
-            if events == 0 && !(c.streams && !c.eof) {
+            if events == 0 && (!c.streams || c.eof) {
                 // Nothing to wait for (and a closed peer would report POLLHUP forever).
                 fd.fd = -1;
             }
@@ -1049,5 +1049,79 @@ fn kill_children(pid: i32) {
     };
     for child in list.split_ascii_whitespace().filter_map(|p| p.parse().ok()) {
         let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(stream: UnixStream) -> Conn {
+        stream.set_nonblocking(true).unwrap();
+        Conn {
+            id: 1,
+            stream,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            waiting: false,
+            eof: false,
+            dead: false,
+            sent: 0,
+            fds: VecDeque::new(),
+            streams: false,
+        }
+    }
+
+    #[test]
+    fn fds_go_with_the_first_byte_of_their_answer() {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let mut conn = conn(ours);
+        let (r, w) = nix::unistd::pipe().unwrap();
+        conn.wbuf.extend(b"{\"first\":1}\n");
+        let at = conn.sent + conn.wbuf.len() as u64;
+        conn.fds.push_back((at, vec![r]));
+        conn.wbuf.extend(b"{\"second\":2}\n");
+        conn.wbuf.extend(b"{\"third\":3}\n");
+        conn.flush();
+        assert!(conn.wbuf.is_empty() && conn.fds.is_empty() && !conn.dead);
+        assert_eq!(conn.sent, 37);
+
+        // Read exactly the first answer: no fd may come with it.
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 12];
+        let n = sys::recv_with_fds(peer.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!(&buf[..n], b"{\"first\":1}\n");
+        assert!(fds.is_empty());
+        let mut buf = [0u8; 64];
+        let n = sys::recv_with_fds(peer.as_fd(), &mut buf, &mut fds).unwrap();
+        assert!(buf[..n].starts_with(b"{\"second\":2}\n"), "{:?}", &buf[..n]);
+        assert_eq!(fds.len(), 1);
+        // The fd passed is the pipe's read end.
+        nix::unistd::write(&w, b"through").unwrap();
+        let mut got = [0u8; 16];
+        let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fds[0]), &mut got).unwrap();
+        assert_eq!(&got[..n], b"through");
+    }
+
+    #[test]
+    fn two_answers_with_fds_are_sent_apart() {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let mut conn = conn(ours);
+        for line in [&b"{\"a\":1}\n"[..], b"{\"b\":2}\n"] {
+            let (r, _w) = nix::unistd::pipe().unwrap();
+            let at = conn.sent + conn.wbuf.len() as u64;
+            conn.fds.push_back((at, vec![r]));
+            conn.wbuf.extend(line);
+        }
+        conn.flush();
+        assert!(conn.wbuf.is_empty() && conn.fds.is_empty());
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        let n = sys::recv_with_fds(peer.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!(&buf[..n], b"{\"a\":1}\n");
+        assert_eq!(fds.len(), 1);
+        let n = sys::recv_with_fds(peer.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!(&buf[..n], b"{\"b\":2}\n");
+        assert_eq!(fds.len(), 2);
     }
 }
