@@ -20,6 +20,7 @@ mod latency;
 mod memory;
 mod report;
 mod stats;
+mod streaming;
 
 use std::path::PathBuf;
 
@@ -117,6 +118,20 @@ enum Mode {
         /// The daemon's pid, to report its own RSS before and after.
         #[arg(long)]
         daemon_pid: Option<i32>,
+    },
+    /// Exec round trips through the streaming server (`true`, over SPDY: the Exec call, the
+    /// upgrade, the exit status) and port-forward throughput into a pod.
+    Streaming {
+        /// The image; it must have `/bin/busybox` with `nc` and `true`.
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// MiB echoed through the forwarded port per run (3 runs after a warm-up).
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
     },
     /// Removes every pod labelled `corral-bench` (any run), then the cgroups under
     /// --cgroup-root.
@@ -224,6 +239,22 @@ async fn run_mode(b: &mut Bench, mode: Mode, json: Option<&std::path::Path>) -> 
                 .context("memory")?;
             report::memory(&m);
             report::write_json(json, &m)
+        }
+        Mode::Streaming {
+            image,
+            runs,
+            warmup,
+            mib,
+        } => {
+            let r = streaming::run(b, &image, runs, warmup, mib)
+                .await
+                .context("streaming")?;
+            report::latencies(std::slice::from_ref(&r.exec));
+            println!(
+                "{}: port-forward {} MiB echoed: {:.0} MiB/s each way",
+                b.name, r.port_forward_mib, r.port_forward_mib_s
+            );
+            report::write_json(json, &r)
         }
         Mode::Cleanup => Ok(()),
     }

@@ -29,7 +29,7 @@ async fn exec_once(b: &mut Bench, container: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let url = b
         .cri
-        .runtime
+        .rt
         .exec(proto::ExecRequest {
             container_id: container.into(),
             cmd: vec!["true".into()],
@@ -54,7 +54,7 @@ async fn exec_once(b: &mut Bench, container: &str) -> anyhow::Result<Duration> {
 async fn forward_once(b: &mut Bench, pod: &str, mib: usize) -> anyhow::Result<Duration> {
     let url = b
         .cri
-        .runtime
+        .rt
         .port_forward(proto::PortForwardRequest {
             pod_sandbox_id: pod.into(),
             port: vec![i32::from(ECHO_PORT)],
@@ -92,7 +92,8 @@ pub async fn run(
 ) -> anyhow::Result<StreamingReport> {
     let pod_ref = PodRef { tag: "st", i: 0 };
     let (pod, pod_config) = b.run_pod(&pod_ref).await?;
-    let sleeper = calls::create_container(&mut b.cri, &pod, &b.container_config(image), &pod_config).await?;
+    let sleeper_config = b.container_config(image);
+    let sleeper = calls::create_container(&mut b.cri, &pod, &pod_config, &sleeper_config).await?;
     calls::start_container(&mut b.cri, &sleeper).await?;
     let mut echo = b.container_config(image);
     echo.metadata = Some(proto::ContainerMetadata {
@@ -104,7 +105,7 @@ pub async fn run(
         .map(String::from)
         .to_vec();
     echo.args = Vec::new();
-    let echo = calls::create_container(&mut b.cri, &pod, &echo, &pod_config).await?;
+    let echo = calls::create_container(&mut b.cri, &pod, &pod_config, &echo).await?;
     calls::start_container(&mut b.cri, &echo).await?;
 
     let mut samples = Vec::with_capacity(runs);
