@@ -37,6 +37,8 @@ pub async fn upgrade(
 ) -> Result<(u16, HashMap<String, String>, TcpStream)> {
     let (host, path) = split_url(url)?;
     let mut conn = TcpStream::connect(&host).await?;
+    // As Go clients do (kubectl, crictl): small frames go out at once.
+    conn.set_nodelay(true)?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -563,6 +565,7 @@ pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<(String, Ws)> {
             .insert("Sec-WebSocket-Protocol", protocols.join(", ").parse()?);
     }
     let tcp = TcpStream::connect(&host).await?;
+    tcp.set_nodelay(true)?;
     let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await?;
     let chosen = resp
         .headers()

@@ -90,6 +90,7 @@ pub async fn run(
     warmup: usize,
     mib: usize,
 ) -> anyhow::Result<StreamingReport> {
+    calls::pull(&mut b.cri, image).await?;
     let pod_ref = PodRef { tag: "st", i: 0 };
     let (pod, pod_config) = b.run_pod(&pod_ref).await?;
     let sleeper_config = b.container_config(image);
