@@ -46,7 +46,11 @@ async fn exec_once(b: &mut Bench, container: &str) -> anyhow::Result<Duration> {
     c.finish(stdout).await?;
     let status = c.read_to_end(error).await?;
     let elapsed = started.elapsed();
-    ensure!(exit_code_of(&status)? == 0, "exec of true: {}", String::from_utf8_lossy(&status));
+    ensure!(
+        exit_code_of(&status)? == 0,
+        "exec of true: {}",
+        String::from_utf8_lossy(&status)
+    );
     Ok(elapsed)
 }
 
@@ -79,7 +83,12 @@ async fn forward_once(b: &mut Bench, pod: &str, mib: usize) -> anyhow::Result<Du
     c.finish(data).await?;
     let echoed = c.read_to_end(data).await?;
     let elapsed = started.elapsed();
-    ensure!(echoed.len() == mib << 20, "echoed {} of {} bytes", echoed.len(), mib << 20);
+    ensure!(
+        echoed.len() == mib << 20,
+        "echoed {} of {} bytes",
+        echoed.len(),
+        mib << 20
+    );
     Ok(elapsed)
 }
 
@@ -102,9 +111,18 @@ pub async fn run(
         attempt: 0,
     });
     echo.log_path = "echo_0.log".into();
-    echo.command = ["/bin/busybox", "nc", "-ll", "-p", "9000", "-e", "/bin/busybox", "cat"]
-        .map(String::from)
-        .to_vec();
+    echo.command = [
+        "/bin/busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "9000",
+        "-e",
+        "/bin/busybox",
+        "cat",
+    ]
+    .map(String::from)
+    .to_vec();
     echo.args = Vec::new();
     let echo = calls::create_container(&mut b.cri, &pod, &pod_config, &echo).await?;
     calls::start_container(&mut b.cri, &echo).await?;

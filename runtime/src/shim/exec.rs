@@ -80,7 +80,8 @@ impl ExecRun {
             })
         };
         let (stdio, captures) = if tty {
-            let pair = pty::open().map_err(|e| internal("opening a pty", e))?;
+            let pair =
+                pty::open_for(container.pid.as_raw()).map_err(|e| internal("opening a pty", e))?;
             let master = capture(pair.master, Stream::Stdout, true)?;
             (tty_stdio(pair.slave)?, vec![master])
         } else {

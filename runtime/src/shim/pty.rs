@@ -32,6 +32,60 @@ pub fn open() -> io::Result<Pty> {
     })
 }
 
+/// A pty for a process joining the running container `container_pid`: from the
+/// container's own devpts (its `/dev/pts/ptmx`), so that inside the container the slave
+/// is a `/dev/pts/N` that exists (`tty`, `ttyname(3)`, programs that reopen their tty),
+/// as a pty made by runc or crun inside the container is. Falls back to a pty of the
+/// shim's devpts when the container has no usable devpts.
+pub fn open_for(container_pid: i32) -> io::Result<Pty> {
+    match open_in_devpts(container_pid) {
+        Ok(pty) => Ok(pty),
+        Err(e) => {
+            super::log(format_args!(
+                "no pty from the devpts of {container_pid} ({e}); using the shim's"
+            ));
+            open()
+        }
+    }
+}
+
+/// devpts' `statfs` magic.
+const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+
+fn open_in_devpts(container_pid: i32) -> io::Result<Pty> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    use nix::sys::stat::{fstat, major, minor, SFlag};
+    use std::os::unix::fs::OpenOptionsExt;
+    let root: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(format!("/proc/{container_pid}/root"))?
+        .into();
+    // The container's tree is the container's to shape: resolve inside it, follow no
+    // link, then check that what opened is devpts' ptmx before using it.
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let master = super::sys::openat2(root.as_fd(), std::path::Path::new("dev/pts/ptmx"), how)?;
+    let st = fstat(master.as_raw_fd())?;
+    let is_ptmx = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+        && major(st.st_rdev) == 5
+        && minor(st.st_rdev) == 2;
+    let fs = nix::sys::statfs::fstatfs(&master)?;
+    if !is_ptmx || fs.filesystem_type().0 as i64 != DEVPTS_SUPER_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the container's /dev/pts/ptmx is not devpts' ptmx",
+        ));
+    }
+    let slave = super::sys::pty_peer(master.as_fd())?;
+    Ok(Pty { master, slave })
+}
+
 fn set_cloexec(fd: &impl AsFd) -> io::Result<()> {
     // nix 0.29's fcntl takes a raw fd; `fd` is borrowed for the call.
     fcntl(

@@ -78,7 +78,8 @@ pub fn exec(req: &Exec, streams: Streams, container: &Container) -> Result<Start
     let mut names = Vec::new();
     let mut fds = Vec::new();
     let stdio = if tty {
-        let pair = pty::open().map_err(|e| internal("opening a pty", e))?;
+        let pair =
+            pty::open_for(container.pid.as_raw()).map_err(|e| internal("opening a pty", e))?;
         names.push("pty".to_string());
         fds.push(pair.master);
         tty_stdio(pair.slave)?

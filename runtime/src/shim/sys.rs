@@ -171,6 +171,25 @@ pub fn set_winsize(tty: BorrowedFd<'_>, columns: u16, rows: u16) -> io::Result<(
     }
 }
 
+/// unlockpt(3) and then the slave of a pty master without a path lookup (TIOCGPTPEER,
+/// Linux 4.13): the peer of this very master, in whichever devpts it was opened from.
+pub fn pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, valid for the whole call; the
+    // fd is borrowed, so it is open.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd or -1.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if slave < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(slave) })
+}
+
 /// The fds' borrowed forms, for [`send_with_fds`].
 pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
     fds.iter().map(|fd| fd.as_fd()).collect()
