@@ -2,6 +2,7 @@
 //! embedded defaults; with neither it serves on /run/corral/corral.sock.
 
 mod config;
+mod config_cmd;
 mod deadline;
 mod instrument;
 mod metrics;
@@ -17,9 +18,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
+/// `corrald --version`: the release, the commit it was built from, the CRI it serves.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CORRAL_COMMIT"),
+    ", CRI v1)"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "corrald", version, about = "Corral: a Kubernetes CRI runtime")]
+#[command(name = "corrald", version = VERSION, about = "Corral: a Kubernetes CRI runtime")]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file (TOML). Default: /etc/corral/config.toml when it exists.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -42,6 +53,23 @@ struct Cli {
     metrics_address: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print configuration: the defaults, or what a start would use.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// The embedded defaults as a commented file that corrald accepts as is.
+    Default,
+    /// The effective configuration: the file (--config or the default path), then the flags.
+    Dump,
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -55,6 +83,13 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Config {
+        what: ConfigCommand::Default,
+    }) = cli.command
+    {
+        print!("{}", config_cmd::DEFAULT_TOML);
+        return Ok(());
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(v) = cli.listen {
         config.listen = v;
@@ -74,6 +109,13 @@ fn run() -> anyhow::Result<()> {
     if let Some(v) = cli.metrics_address {
         config.metrics_address = v;
     }
+    if let Some(Command::Config {
+        what: ConfigCommand::Dump,
+    }) = cli.command
+    {
+        print!("{}", config_cmd::dump(&config)?);
+        return Ok(());
+    }
     init_logging(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,8 +131,11 @@ fn run() -> anyhow::Result<()> {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log_level)
         .map_err(|e| anyhow::anyhow!("log_level {:?}: {e}", config.log_level))?;
+    // Escape codes only for a person at a terminal: not in a file, a pipe or journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
