@@ -52,6 +52,9 @@ pub struct Config {
     pub root_lock_wait_seconds: u64,
     /// Where CDI device specs are read from; a later directory wins over an earlier one.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// A pull whose layer sends no byte for this long is cancelled (containerd's key and
+    /// default, a Go duration: "5m0s", "90s", "1h"); "0" never cancels.
+    pub image_pull_progress_timeout: String,
 }
 
 impl Default for Config {
@@ -73,8 +76,52 @@ impl Default for Config {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            image_pull_progress_timeout: "5m0s".into(),
         }
     }
+}
+
+/// A Go-style duration: numbers with units h, m, s, ms run together ("5m0s", "1h30m",
+/// "1500ms"), or a bare "0".
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty: want a duration such as \"5m0s\" or \"0\"".into());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{rest:?} is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms_per = match &rest[..unit_len] {
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1_000,
+            "ms" => 1,
+            "" => return Err("a number without a unit (h, m, s, ms)".into()),
+            u => return Err(format!("unknown unit {u:?}: want h, m, s or ms")),
+        };
+        rest = &rest[unit_len..];
+        total_ms = n
+            .checked_mul(ms_per)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(|| "too long".to_string())?;
+    }
+    Ok(std::time::Duration::from_millis(total_ms))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +162,17 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// `image_pull_progress_timeout` as a duration; None for "0" (never).
+    pub fn pull_progress_timeout(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        let d = parse_duration(&self.image_pull_progress_timeout).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "image_pull_progress_timeout {:?}: {e}",
+                self.image_pull_progress_timeout
+            ))
+        })?;
+        Ok((!d.is_zero()).then_some(d))
     }
 
     /// The socket path, accepting kubelet's `unix://` form.
@@ -209,6 +267,34 @@ mod tests {
         );
         let c = Config::parse("cdi_spec_dirs = [\"/tmp/cdi\"]").unwrap();
         assert_eq!(c.cdi_spec_dirs, [PathBuf::from("/tmp/cdi")]);
+    }
+
+    #[test]
+    fn pull_progress_timeouts_are_go_durations() {
+        use std::time::Duration;
+        assert_eq!(
+            Config::default().pull_progress_timeout().unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        for (text, want) in [
+            ("5m0s", Some(300_000)),
+            ("90s", Some(90_000)),
+            ("1h30m", Some(5_400_000)),
+            ("1500ms", Some(1_500)),
+            ("0", None),
+        ] {
+            let c = Config::parse(&format!("image_pull_progress_timeout = {text:?}")).unwrap();
+            assert_eq!(
+                c.pull_progress_timeout().unwrap(),
+                want.map(Duration::from_millis),
+                "{text}"
+            );
+        }
+        for bad in ["", "5", "5x", "m", "99999999999999999999h"] {
+            let c = Config::parse(&format!("image_pull_progress_timeout = {bad:?}")).unwrap();
+            let e = c.pull_progress_timeout().unwrap_err().to_string();
+            assert!(e.contains("image_pull_progress_timeout"), "{bad}: {e}");
+        }
     }
 
     #[test]

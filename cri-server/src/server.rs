@@ -94,13 +94,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
 
     let db = Arc::new(Db::open(&config.root.join("metadata.db"))?);
-    let images = ImageStore::open(
+    let mut images = ImageStore::open(
         &config.root.join("images"),
         db.clone(),
         config.registry.clone(),
         config.image.clone(),
     )
     .context("opening the image store")?;
+    images
+        .set_pull_progress_timeout(config.pull_progress_timeout()?)
+        .context("image_pull_progress_timeout")?;
     let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
         .await
         .context("opening the sandbox store")?;

@@ -48,6 +48,17 @@ pub struct ImageStore {
 impl ImageStore {
     /// Open the stores under `root` (`<root>/content`, `<root>/snapshots`) and collect what a
     /// killed pull or remove left behind. Pulls stay within `limits`.
+    /// Abandon a blob that sends no byte for `timeout` (None: never); see
+    /// [`registry::DEFAULT_PROGRESS_TIMEOUT`].
+    pub fn set_pull_progress_timeout(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.registry = Registry::with_progress_timeout(self.registry.config().clone(), timeout)
+            .map_err(|e| Error::invalid("registry", e.to_string()))?;
+        Ok(())
+    }
+
     pub fn open(
         root: &Path,
         db: Arc<Db>,

@@ -47,6 +47,7 @@ impl ImageStore {
         auth: Option<AuthConfig>,
     ) -> Result<ImageRecord> {
         let started = std::time::Instant::now();
+        tracing::info!("pulling image");
         let _shared = self.gc_lock.read().await;
         let session = self.registry.session(reference, auth);
 
@@ -187,7 +188,14 @@ impl ImageStore {
             .db
             .get_image(&id)?
             .ok_or_else(|| Error::Internal(format!("image {id} vanished after commit")))?;
-        tracing::info!(id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            id = %record.id,
+            bytes = record.size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            mib_per_s = format!("{:.1}", record.size as f64 / (1 << 20) as f64 / secs.max(1e-6)),
+            "image pulled"
+        );
         drop(_shared);
         if !dropped.is_empty() {
             tracing::info!(images = ?dropped, "images left without names removed");
@@ -230,7 +238,6 @@ impl ImageStore {
                     let _ = std::fs::remove_file(&ingest);
                     return Err(e);
                 }
-                tracing::info!(digest = %desc.digest, bytes = size, "layer fetched");
             }
         }
         let blob = self.content.path(&desc.digest);

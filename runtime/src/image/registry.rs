@@ -198,18 +198,42 @@ pub struct Registry {
     config: RegistryConfig,
     default_client: reqwest::Client,
     host_clients: HashMap<String, reqwest::Client>,
+    /// A blob that sends no byte for this long is abandoned (`image_pull_progress_timeout`);
+    /// None: never.
+    progress_timeout: Option<Duration>,
 }
 
-fn client_builder() -> reqwest::ClientBuilder {
+/// How often a long blob fetch logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// containerd's `image_pull_progress_timeout` default.
+pub const DEFAULT_PROGRESS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long any other read (a manifest, a token) may stall when blobs may stall for ever.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn client_builder(progress_timeout: Option<Duration>) -> reqwest::ClientBuilder {
+    // The blob loop has its own, named, progress timeout; the client's read timeout is the
+    // backstop for everything else, and never fires before the blob's.
+    let read_timeout = progress_timeout.map_or(READ_TIMEOUT, |t| {
+        t.max(READ_TIMEOUT) + Duration::from_secs(30)
+    });
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(120))
+        .read_timeout(read_timeout)
         .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(16)
 }
 
 impl Registry {
     pub fn new(config: RegistryConfig) -> Result<Registry, RegistryError> {
+        Registry::with_progress_timeout(config, Some(DEFAULT_PROGRESS_TIMEOUT))
+    }
+
+    /// With `progress_timeout` for blobs (None: a stalled blob is waited for as long as the
+    /// client's read timeout allows).
+    pub fn with_progress_timeout(
+        config: RegistryConfig,
+        progress_timeout: Option<Duration>,
+    ) -> Result<Registry, RegistryError> {
         for (host, m) in &config.mirrors {
             for e in &m.endpoints {
                 Endpoint::parse(e).map_err(|e| {
@@ -217,13 +241,13 @@ impl Registry {
                 })?;
             }
         }
-        let default_client = client_builder()
+        let default_client = client_builder(progress_timeout)
             .build()
             .map_err(|e| RegistryError::Config(format!("http client: {e}")))?;
         let mut host_clients = HashMap::new();
         for (host, hc) in &config.configs {
             let Some(tls) = &hc.tls else { continue };
-            let mut b = client_builder();
+            let mut b = client_builder(progress_timeout);
             if let Some(ca) = &tls.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| {
                     RegistryError::Config(format!(
@@ -251,6 +275,7 @@ impl Registry {
             config,
             default_client,
             host_clients,
+            progress_timeout,
         })
     }
 
@@ -413,6 +438,13 @@ impl Session<'_> {
     ) -> Result<(), RegistryError> {
         let what = format!("blob {digest}");
         let resp = self.get("blobs", digest, "*/*", &what).await?;
+        let endpoint = resp.url().host_str().map_or_else(
+            || self.repo.clone(),
+            |h| match resp.url().port() {
+                Some(p) => format!("{h}:{p}/{}", self.repo),
+                None => format!("{h}/{}", self.repo),
+            },
+        );
         let io_err = |source| RegistryError::Io {
             path: dest.to_path_buf(),
             source,
@@ -421,11 +453,35 @@ impl Session<'_> {
         let mut hasher = Sha256::new();
         let mut written: u64 = 0;
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        let started = std::time::Instant::now();
+        let mut reported = started;
+        tracing::info!(digest, bytes = size, %endpoint, "fetching layer");
+        loop {
+            let next = match self.registry.progress_timeout {
+                Some(t) => match tokio::time::timeout(t, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Err(RegistryError::Unavailable {
+                            endpoint: endpoint.clone(),
+                            detail: format!(
+                                "no bytes of {what} for {}s after {written} of {size} \
+                                 (image_pull_progress_timeout); the pull is cancelled",
+                                t.as_secs()
+                            ),
+                        })
+                    }
+                },
+                None => stream.next().await,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| RegistryError::Unavailable {
-                endpoint: self.repo.clone(),
+                endpoint: endpoint.clone(),
                 detail: format!("reading {what}: {e}"),
             })?;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = std::time::Instant::now();
+                tracing::info!(digest, bytes = written, of = size, %endpoint, "fetching layer: progress");
+            }
             written += chunk.len() as u64;
             if written > size {
                 return Err(RegistryError::Invalid {
@@ -438,6 +494,15 @@ impl Session<'_> {
         }
         file.flush().await.map_err(io_err)?;
         file.sync_data().await.map_err(io_err)?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            digest,
+            bytes = written,
+            seconds = format!("{secs:.3}"),
+            mib_per_s = format!("{:.1}", written as f64 / (1 << 20) as f64 / secs.max(1e-6)),
+            %endpoint,
+            "layer fetched"
+        );
         let got = format!("sha256:{}", hex::encode(hasher.finalize()));
         verify(&what, digest, size, &got, written)
     }
