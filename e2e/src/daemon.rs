@@ -72,7 +72,7 @@ impl Daemon {
         let config = dir.path().join("config.toml");
         let log = dir.path().join("corrald.log");
         let text = format!(
-            "listen = {:?}\nroot = {:?}\nstate = {:?}\nlog_level = \"info,runtime=debug,corrald=debug\"\n{extra}\n",
+            "listen = {:?}\nroot = {:?}\nstate = {:?}\nlog_level = \"info,runtime=debug,corrald=debug,cri_server=debug\"\n{extra}\n",
             socket.display().to_string(),
             root.display().to_string(),
             state.display().to_string(),

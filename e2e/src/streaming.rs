@@ -495,7 +495,14 @@ impl SpdyClient {
     pub async fn read_until(&mut self, id: u32, want: &[u8]) -> Result<Vec<u8>> {
         let mut all = Vec::new();
         while !all.windows(want.len()).any(|w| w == want) {
-            match self.recv(id).await? {
+            let next = self.recv(id).await.with_context(|| {
+                format!(
+                    "waiting for {:?} after {:?}",
+                    String::from_utf8_lossy(want),
+                    String::from_utf8_lossy(&all)
+                )
+            })?;
+            match next {
                 Some(c) => all.extend_from_slice(&c),
                 None => bail!(
                     "stream {id} ended before {:?}: {:?}",

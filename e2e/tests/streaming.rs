@@ -311,11 +311,18 @@ async fn dropped_client(cri: &mut Cri, ctr: &str) -> Result<()> {
             )
         }
     };
-    let before = ps(cri).await?;
-    ensure!(
-        before.contains("sleep 1234"),
-        "the exec is not running: {before}"
-    );
+    // The process starts once the streams are open, a moment after the last reply.
+    let started = std::time::Instant::now();
+    loop {
+        let now = ps(cri).await?;
+        if now.contains("sleep 1234") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("the exec is not running: {now}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.abort();
     let started = std::time::Instant::now();
     loop {
@@ -419,11 +426,17 @@ async fn attach(cri: &mut Cri, pod: &Pod, image: &str) -> Result<()> {
     let s = open_streams(&mut c, true, true).await?;
     c.send(s.resize.unwrap(), br#"{"Width":77,"Height":11}"#)
         .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // As a person would: wait for the shell's prompt, then type.
+    c.send(s.stdin.unwrap(), b"\n").await?;
+    c.read_until(s.stdout, b"# ").await?;
     c.send(s.stdin.unwrap(), b"echo attached-$((40+2)); stty size\n")
         .await?;
-    c.read_until(s.stdout, b"attached-42").await?;
-    c.read_until(s.stdout, b"11 77").await?;
+    let out = c.read_until(s.stdout, b"11 77").await?;
+    ensure!(
+        String::from_utf8_lossy(&out).contains("attached-42"),
+        "attach output {:?}",
+        String::from_utf8_lossy(&out)
+    );
     drop(c);
 
     let piped = start_container(
