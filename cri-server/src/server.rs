@@ -101,7 +101,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.image.clone(),
     )
     .context("opening the image store")?;
-    let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
+    let sandboxes = Sandboxes::open(
+        &config.state,
+        &config.root.join("cni").join("results"),
+        db.clone(),
+        config.network.clone(),
+    )
         .await
         .context("opening the sandbox store")?;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())

@@ -76,6 +76,9 @@ pub struct PodAttachment {
     pub ips: Vec<IpAddr>,
 }
 
+/// When a network's STATUS was asked, and its answer.
+type StatusAnswer = (Instant, Arc<NetworkList>, std::result::Result<(), String>);
+
 /// CNI mode's state: the chosen network (kept current by the watcher), the plugin runner
 /// and the attachment cache.
 pub struct Cni {
@@ -84,7 +87,7 @@ pub struct Cni {
     conf_dir: PathBuf,
     current: Arc<RwLock<DirState>>,
     pod_cidr: Mutex<Option<String>>,
-    status: tokio::sync::Mutex<Option<(Instant, Arc<NetworkList>, std::result::Result<(), String>)>>,
+    status: tokio::sync::Mutex<Option<StatusAnswer>>,
 }
 
 impl Cni {
@@ -127,7 +130,7 @@ impl Cni {
 
     /// `ipRanges` for new pods (kubelet's pod CIDR).
     pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
-        if cidr.len() > 64 || cidr.parse::<crate::ipam::Ipv4Net>().is_err() && !is_v6_cidr(cidr) {
+        if cidr.len() > 64 || (cidr.parse::<crate::ipam::Ipv4Net>().is_err() && !is_v6_cidr(cidr)) {
             return Err(Error::invalid("pod_cidr", format!("{cidr:?} is not a CIDR")));
         }
         *self.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = Some(cidr.to_string());
@@ -183,6 +186,12 @@ impl Cni {
             runtime_config,
             result: None,
         };
+        // The pod's loopback is the runtime's (containerd runs the loopback plugin for
+        // it); brought up over netlink on its own thread, no exec.
+        crate::link::Netlink::connect_in(req.netns)
+            .await?
+            .loopback_up()
+            .await?;
         let c = self.cache.clone();
         let a = attachment.clone();
         blocking(move || c.write(&a)).await?;
