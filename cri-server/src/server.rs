@@ -107,8 +107,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db.clone(),
         config.network.clone(),
     )
-        .await
-        .context("opening the sandbox store")?;
+    .await
+    .context("opening the sandbox store")?;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
         .context("opening the container store")?
         .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());

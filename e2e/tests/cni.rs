@@ -26,7 +26,9 @@ struct World {
 
 impl World {
     fn new(bridges: &[&str]) -> Result<World> {
-        let dir = tempfile::Builder::new().prefix("corral-e2e-cni-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("corral-e2e-cni-")
+            .tempdir()?;
         std::fs::create_dir(dir.path().join("net.d"))?;
         std::fs::create_dir(dir.path().join("bin"))?;
         Ok(World {
@@ -204,7 +206,10 @@ async fn wait_ready(c: &mut Cri, want: bool) -> Result<(bool, String, String)> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("NetworkReady never became {want}: {:?}", network_ready(c).await?)
+    bail!(
+        "NetworkReady never became {want}: {:?}",
+        network_ready(c).await?
+    )
 }
 
 /// host-local's record of `ip` in network `net`.
@@ -268,8 +273,8 @@ fn cache_entries(d: &Daemon) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bridge_network_not_ready_until_a_config_then_pods_reach_each_other_and_host_ports()
--> Result<()> {
+async fn bridge_network_not_ready_until_a_config_then_pods_reach_each_other_and_host_ports(
+) -> Result<()> {
     let (net, br) = ("corral-e2e-cn1", "crtcn1");
     let world = World::new(&[br])?;
     let Some((d, mut c)) = start("cni bridge", &world).await? else {
@@ -279,7 +284,9 @@ async fn bridge_network_not_ready_until_a_config_then_pods_reach_each_other_and_
     let (_, reason, message) = wait_ready(&mut c, false).await?;
     assert_eq!(reason, "NetworkPluginNotReady");
     assert!(message.contains("no valid network config"), "{message}");
-    let err = run(&mut c, pod_config("early")).await.expect_err("not ready");
+    let err = run(&mut c, pod_config("early"))
+        .await
+        .expect_err("not ready");
     assert!(err.message().contains("not ready"), "{}", err.message());
 
     world.write_conf(
@@ -301,7 +308,10 @@ async fn bridge_network_not_ready_until_a_config_then_pods_reach_each_other_and_
         let (ip_a, ip_b) = (pod_ip(&mut c, &a).await?, pod_ip(&mut c, &b).await?);
         for ip in [ip_a, ip_b] {
             assert_eq!(ip.octets()[..3], [10, 233, 1], "{ip}");
-            assert!(ipam_file(net, ip).exists(), "host-local has no record of {ip}");
+            assert!(
+                ipam_file(net, ip).exists(),
+                "host-local has no record of {ip}"
+            );
         }
         assert_ne!(ip_a, ip_b);
         let (ns_a, ns_b) = (netns(&mut c, &a).await?, netns(&mut c, &b).await?);
@@ -322,13 +332,19 @@ async fn bridge_network_not_ready_until_a_config_then_pods_reach_each_other_and_
         assert_eq!(got, "from-a");
         // hostPort through portmap: the host's address, and 127.0.0.1.
         assert_eq!(fetch(SocketAddr::new(host_ip()?.into(), 18233))?, "from-a");
-        assert_eq!(fetch(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 18233))?, "from-a");
+        assert_eq!(
+            fetch(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 18233))?,
+            "from-a"
+        );
         assert_eq!(cache_entries(&d).len(), 2);
 
         stop_remove(&mut c, &a).await?;
         stop_remove(&mut c, &b).await?;
         for ip in [ip_a, ip_b] {
-            assert!(!ipam_file(net, ip).exists(), "{ip} still allocated after DEL");
+            assert!(
+                !ipam_file(net, ip).exists(),
+                "{ip} still allocated after DEL"
+            );
         }
         assert!(cache_entries(&d).is_empty(), "{:?}", cache_entries(&d));
         assert!(
@@ -384,7 +400,10 @@ async fn del_uses_the_cache_after_a_crash_an_edit_and_a_removal() -> Result<()> 
     let Some((mut d, mut c)) = start("cni del from cache", &world).await? else {
         return Ok(());
     };
-    world.write_conf("10-a.conflist", &bridge_conflist(net, br, "10.233.3.0/24", ""))?;
+    world.write_conf(
+        "10-a.conflist",
+        &bridge_conflist(net, br, "10.233.3.0/24", ""),
+    )?;
     wait_ready(&mut c, true).await?;
 
     // kill -9 and restart: the DEL still has the ADD's config and result.
@@ -392,9 +411,16 @@ async fn del_uses_the_cache_after_a_crash_an_edit_and_a_removal() -> Result<()> 
     let ip_a = pod_ip(&mut c, &a).await?;
     d.restart().await?;
     let mut c = d.client().await?;
-    assert_eq!(pod_ip(&mut c, &a).await?, ip_a, "address lost across the restart");
+    assert_eq!(
+        pod_ip(&mut c, &a).await?,
+        ip_a,
+        "address lost across the restart"
+    );
     stop_remove(&mut c, &a).await?;
-    assert!(!ipam_file(net, ip_a).exists(), "DEL after restart left {ip_a}");
+    assert!(
+        !ipam_file(net, ip_a).exists(),
+        "DEL after restart left {ip_a}"
+    );
 
     // The conflist edited (another network name and range): the old pod is DELeted
     // from its own network, new pods get the new one.
@@ -420,7 +446,10 @@ async fn del_uses_the_cache_after_a_crash_an_edit_and_a_removal() -> Result<()> 
     let new_ip = new_ip.context("the edited config was never used")?;
     assert!(!ipam_file(net2, new_ip).exists());
     stop_remove(&mut c, &b).await?;
-    assert!(!ipam_file(net, ip_b).exists(), "DEL after an edit left {ip_b}");
+    assert!(
+        !ipam_file(net, ip_b).exists(),
+        "DEL after an edit left {ip_b}"
+    );
 
     // The config removed: not ready, and a pod made before still gets its DEL.
     let e = run(&mut c, pod_config("removed")).await?;
@@ -578,7 +607,10 @@ async fn spec_1_1_status_gc_dual_stack_and_undeletable_pods() -> Result<()> {
     let n = s.network.context("network")?;
     assert_eq!(n.ip, "10.233.9.7");
     assert_eq!(
-        n.additional_ips.iter().map(|i| i.ip.as_str()).collect::<Vec<_>>(),
+        n.additional_ips
+            .iter()
+            .map(|i| i.ip.as_str())
+            .collect::<Vec<_>>(),
         ["fd00:cafe::7"]
     );
     let add: serde_json::Value =
@@ -597,7 +629,11 @@ async fn spec_1_1_status_gc_dual_stack_and_undeletable_pods() -> Result<()> {
     // DEL keeps failing: stop reports it, the status says so, remove still works.
     std::fs::write(world.file("del-fails"), "")?;
     let err = stop(&mut c, &a).await.expect_err("DEL fails");
-    assert!(err.message().contains("datastore unreachable"), "{}", err.message());
+    assert!(
+        err.message().contains("datastore unreachable"),
+        "{}",
+        err.message()
+    );
     let (s, info) = status(&mut c, &a).await?;
     assert_eq!(s.state, proto::PodSandboxState::SandboxNotready as i32);
     assert!(

@@ -507,10 +507,9 @@ mod tests {
         assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
         assert_eq!(c.subnet, "10.89.0.0/16");
         assert!(toml::from_str::<NetworkConfig>("bridges = \"x\"").is_err());
-        let c: NetworkConfig = toml::from_str(
-            "mode = \"cni\"\nconf_dir = \"/x\"\nbin_dirs = [\"/a\", \"/b\"]",
-        )
-        .expect("parse");
+        let c: NetworkConfig =
+            toml::from_str("mode = \"cni\"\nconf_dir = \"/x\"\nbin_dirs = [\"/a\", \"/b\"]")
+                .expect("parse");
         assert_eq!(c.mode, NetworkMode::Cni);
         assert_eq!(c.conf_dir, PathBuf::from("/x"));
         assert_eq!(c.bin_dirs.len(), 2);

@@ -17,7 +17,11 @@ pub const EGRESS_ANNOTATION: &str = "kubernetes.io/egress-bandwidth";
 /// A value with `;` or `=` would forge keys, so it is refused.
 pub fn cni_args(req: &PodRequest<'_>) -> Result<String> {
     let pairs = [
-        ("K8S_POD_NAMESPACE", req.namespace, "config.metadata.namespace"),
+        (
+            "K8S_POD_NAMESPACE",
+            req.namespace,
+            "config.metadata.namespace",
+        ),
         ("K8S_POD_NAME", req.name, "config.metadata.name"),
         ("K8S_POD_INFRA_CONTAINER_ID", req.id, "pod_sandbox_id"),
         ("K8S_POD_UID", req.uid, "config.metadata.uid"),
@@ -27,7 +31,9 @@ pub fn cni_args(req: &PodRequest<'_>) -> Result<String> {
         if value.contains([';', '=']) || value.chars().any(char::is_control) {
             return Err(Error::invalid(
                 field,
-                format!("{value:?} can't be passed to CNI plugins (';', '=' or control characters)"),
+                format!(
+                    "{value:?} can't be passed to CNI plugins (';', '=' or control characters)"
+                ),
             ));
         }
         s.push_str(&format!(";{key}={value}"));

@@ -300,8 +300,8 @@ mod tests {
 
     #[test]
     fn conflist_parses_and_keeps_unknown_keys() {
-        let l = NetworkList::parse(LIST.as_bytes(), true, Path::new("10-x.conflist"))
-            .expect("parse");
+        let l =
+            NetworkList::parse(LIST.as_bytes(), true, Path::new("10-x.conflist")).expect("parse");
         assert_eq!(l.name, "k8s-pod-network");
         assert_eq!(l.version, SpecVersion::new(1, 0, 0));
         assert_eq!(l.plugins.len(), 2);
@@ -354,15 +354,39 @@ mod tests {
         for (text, why) in [
             ("[]", "array"),
             ("{", "truncated"),
-            (r#"{"cniVersion":"1.0.0","name":"a/b","plugins":[{"type":"bridge"}]}"#, "name"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, "no plugins"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"../../bin/sh"}]}"#, "type path"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"/x"}}]}"#, "ipam path"),
-            (r#"{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"bridge"}]}"#, "old version"),
-            (r#"{"cniVersion":"x.y","name":"n","plugins":[{"type":"bridge"}]}"#, "bad version"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[7]}"#, "plugin not object"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"a/b","plugins":[{"type":"bridge"}]}"#,
+                "name",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#,
+                "no plugins",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"../../bin/sh"}]}"#,
+                "type path",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"/x"}}]}"#,
+                "ipam path",
+            ),
+            (
+                r#"{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"bridge"}]}"#,
+                "old version",
+            ),
+            (
+                r#"{"cniVersion":"x.y","name":"n","plugins":[{"type":"bridge"}]}"#,
+                "bad version",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[7]}"#,
+                "plugin not object",
+            ),
         ] {
-            assert!(NetworkList::parse(text.as_bytes(), true, p).is_err(), "{why}");
+            assert!(
+                NetworkList::parse(text.as_bytes(), true, p).is_err(),
+                "{why}"
+            );
         }
         let huge = vec![b' '; (MAX_CONF_BYTES + 1) as usize];
         assert!(NetworkList::parse(&huge, true, p).is_err());
@@ -378,10 +402,16 @@ mod tests {
             DirState::Missing(why) => assert!(why.contains("05-broken"), "{why}"),
             DirState::Ready(_) => panic!("a broken file was taken"),
         }
-        std::fs::write(dir.path().join("20-b.conflist"), LIST.replace("k8s-pod-network", "b"))
-            .expect("write");
-        std::fs::write(dir.path().join("10-a.conflist"), LIST.replace("k8s-pod-network", "a"))
-            .expect("write");
+        std::fs::write(
+            dir.path().join("20-b.conflist"),
+            LIST.replace("k8s-pod-network", "b"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("10-a.conflist"),
+            LIST.replace("k8s-pod-network", "a"),
+        )
+        .expect("write");
         match load_dir(dir.path()) {
             DirState::Ready(l) => assert_eq!(l.name, "a"),
             DirState::Missing(why) => panic!("{why}"),

@@ -131,7 +131,10 @@ impl Cni {
     /// `ipRanges` for new pods (kubelet's pod CIDR).
     pub fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
         if cidr.len() > 64 || (cidr.parse::<crate::ipam::Ipv4Net>().is_err() && !is_v6_cidr(cidr)) {
-            return Err(Error::invalid("pod_cidr", format!("{cidr:?} is not a CIDR")));
+            return Err(Error::invalid(
+                "pod_cidr",
+                format!("{cidr:?} is not a CIDR"),
+            ));
         }
         *self.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = Some(cidr.to_string());
         Ok(())
@@ -237,7 +240,8 @@ impl Cni {
                 .await
                 .map_err(|e| (e, prev.as_ref().map(|p| p.0.clone())))?;
             prev = Some(
-                result::parse(&p.kind, &out).map_err(|e| (e, prev.as_ref().map(|p| p.0.clone())))?,
+                result::parse(&p.kind, &out)
+                    .map_err(|e| (e, prev.as_ref().map(|p| p.0.clone())))?,
             );
         }
         prev.ok_or_else(|| (Error::Internal("network without plugins".into()), None))

@@ -79,7 +79,8 @@ mod tests {
 
     #[test]
     fn legacy_results_and_bad_output() {
-        let out = br#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.234.0.9/24"}],"dns":{}}"#;
+        let out =
+            br#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.234.0.9/24"}],"dns":{}}"#;
         let (_, r) = parse("ptp", out).expect("parse");
         assert_eq!(
             pod_ips(&r, "eth0"),
