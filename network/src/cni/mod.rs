@@ -442,10 +442,7 @@ fn watch(dir: PathBuf, current: std::sync::Weak<RwLock<DirState>>) -> Result<()>
             if !reload(&dir) {
                 return;
             }
-            loop {
-                let Ok(events) = inotify.read_events() else {
-                    break;
-                };
+            while let Ok(events) = inotify.read_events() {
                 // Installers write several events at once: let them finish first.
                 std::thread::sleep(Duration::from_millis(20));
                 if !reload(&dir) {

@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn hosts_names_the_pod() {
-        let h = hosts("web-0", Some(Ipv4Addr::new(10, 89, 0, 2)));
+        let h = hosts("web-0", Some(std::net::Ipv4Addr::new(10, 89, 0, 2).into()));
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("10.89.0.2\tweb-0\n"));
         assert!(!hosts("web-0", None).contains("web-0"));

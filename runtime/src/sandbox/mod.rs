@@ -310,3 +310,22 @@ impl Sandboxes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records written before dual stack (an IPv4 `ip`, no `additional_ips`) still load.
+    #[test]
+    fn old_records_load() {
+        let mut v = serde_json::to_value(crate::stats::tests::pod_record("p1", None)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("additional_ips");
+        obj.remove("network_error");
+        obj.insert("ip".into(), serde_json::json!("10.89.0.7"));
+        let r: SandboxRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(r.ip, Some("10.89.0.7".parse().unwrap()));
+        assert!(r.additional_ips.is_empty());
+        assert!(r.network_error.is_none());
+    }
+}
