@@ -104,9 +104,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     images
         .set_pull_progress_timeout(config.pull_progress_timeout()?)
         .context("image_pull_progress_timeout")?;
-    let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
-        .await
-        .context("opening the sandbox store")?;
+    let sandboxes = Sandboxes::open(
+        &config.state,
+        &config.root.join("cni").join("results"),
+        db.clone(),
+        config.network.clone(),
+    )
+    .await
+    .context("opening the sandbox store")?;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
         .context("opening the container store")?
         .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());

@@ -45,6 +45,9 @@ impl Daemon {
     /// Start corrald with `extra` appended to its config file. Without a `[network]` table
     /// of its own, each daemon gets a bridge and /24 derived from its process and a counter,
     /// so daemons of tests running in parallel never share one.
+    ///
+    /// The network mode is pinned to `native` unless `extra` sets `mode`: the default
+    /// (`auto`) would switch to CNI on a machine whose /etc/cni/net.d holds a config.
     pub async fn start(extra: &str) -> anyhow::Result<Daemon> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -53,13 +56,19 @@ impl Daemon {
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("bridge = "))
                 .map(|b| b.trim_matches('"').to_string());
-            (extra.to_string(), bridge)
+            let sets_mode = extra.lines().any(|l| l.trim().starts_with("mode ="));
+            let extra = if sets_mode {
+                extra.to_string()
+            } else {
+                extra.replacen("[network]\n", "[network]\nmode = \"native\"\n", 1)
+            };
+            (extra, bridge)
         } else {
             let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200;
             let bridge = format!("crtd{n}");
             (
                 format!(
-                    "{extra}\n[network]\nbridge = \"{bridge}\"\nsubnet = \"10.212.{n}.0/24\"\n"
+                    "{extra}\n[network]\nmode = \"native\"\nbridge = \"{bridge}\"\nsubnet = \"10.212.{n}.0/24\"\n"
                 ),
                 Some(bridge),
             )

@@ -55,6 +55,16 @@ pub enum Error {
     Cleanup { cause: Box<Error>, cleanup: String },
     #[error("internal: {0}")]
     Internal(String),
+    /// A CNI plugin failed (its error code, message and stderr are in `message`).
+    #[error("CNI plugin {plugin} {op}: {message}")]
+    Plugin {
+        plugin: String,
+        op: String,
+        message: String,
+    },
+    /// CNI mode has no usable network config yet.
+    #[error("pod network is not ready: {0}")]
+    NotReady(String),
 }
 
 /// This crate's result.
@@ -76,6 +86,7 @@ impl Error {
             Error::Netlink { errno, .. } => errno_kind(*errno),
             Error::Cleanup { cause, .. } => cause.kind(),
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Plugin { .. } | Error::NotReady(_) => ErrorKind::Unavailable,
         }
     }
 
@@ -101,6 +112,16 @@ impl Error {
 
     pub(crate) fn store<E: Into<redb::Error>>(err: E) -> Error {
         Error::Store(err.into().to_string())
+    }
+
+    /// Whether a CNI plugin's own failure is the cause (what a pod removal may leave
+    /// behind, logged, rather than be blocked by forever).
+    pub fn is_plugin_failure(&self) -> bool {
+        match self {
+            Error::Plugin { .. } => true,
+            Error::Cleanup { cause, .. } => cause.is_plugin_failure(),
+            _ => false,
+        }
     }
 
     /// The errno the kernel answered with, if any.

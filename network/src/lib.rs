@@ -15,6 +15,7 @@
 
 mod addr;
 mod bridge;
+pub mod cni;
 mod dial;
 mod error;
 mod hostport;
@@ -28,7 +29,7 @@ mod sysctl;
 mod veth;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,26 @@ pub struct NetworkConfig {
     pub mtu: u32,
     /// Masquerade traffic from pods that leaves the host.
     pub masquerade: bool,
+    /// `native` (the bridge above), `cni` (plugins from `conf_dir`/`bin_dirs`), or `auto`:
+    /// CNI when `conf_dir` holds a valid network config at start-up, else native.
+    pub mode: NetworkMode,
+    /// CNI network configs (`.conflist`, `.conf`, `.json`); the first valid one in lexical
+    /// order is used, and the directory is watched.
+    pub conf_dir: PathBuf,
+    /// Where CNI plugin binaries are looked for, in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Seconds one CNI plugin may run before it is killed.
+    pub plugin_timeout_seconds: u64,
+}
+
+/// Which pod network a node uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Native,
+    Cni,
+    #[default]
+    Auto,
 }
 
 impl Default for NetworkConfig {
@@ -72,6 +93,12 @@ impl Default for NetworkConfig {
             gateway: None,
             mtu: 1500,
             masquerade: true,
+            mode: NetworkMode::Auto,
+            // kubelet's and containerd's defaults; Debian's containernetworking-plugins
+            // install into /usr/lib/cni.
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            plugin_timeout_seconds: cni::PLUGIN_TIMEOUT.as_secs(),
         }
     }
 }
@@ -480,6 +507,14 @@ mod tests {
         assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
         assert_eq!(c.subnet, "10.89.0.0/16");
         assert!(toml::from_str::<NetworkConfig>("bridges = \"x\"").is_err());
+        let c: NetworkConfig =
+            toml::from_str("mode = \"cni\"\nconf_dir = \"/x\"\nbin_dirs = [\"/a\", \"/b\"]")
+                .expect("parse");
+        assert_eq!(c.mode, NetworkMode::Cni);
+        assert_eq!(c.conf_dir, PathBuf::from("/x"));
+        assert_eq!(c.bin_dirs.len(), 2);
+        assert_eq!(NetworkConfig::default().mode, NetworkMode::Auto);
+        assert!(toml::from_str::<NetworkConfig>("mode = \"calico\"").is_err());
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl Error {
         }
     }
 
+    /// A CNI plugin's own failure (its DEL, say): what a stop reports and a removal
+    /// outlives.
+    pub fn is_cni_plugin_failure(&self) -> bool {
+        matches!(self, Error::Network(e) if e.is_plugin_failure())
+    }
+
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field: field.into(),

@@ -162,7 +162,11 @@ pub fn to_status(r: &SandboxRecord, host_ip: Option<String>) -> proto::PodSandbo
         created_at: r.created_at,
         network: Some(proto::PodSandboxNetworkStatus {
             ip,
-            additional_ips: Vec::new(),
+            additional_ips: r
+                .additional_ips
+                .iter()
+                .map(|ip| proto::PodIp { ip: ip.to_string() })
+                .collect(),
         }),
         linux: Some(proto::LinuxPodSandboxStatus {
             namespaces: Some(proto::Namespace {

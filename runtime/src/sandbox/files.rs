@@ -1,7 +1,7 @@
 //! The files a pod's containers share: hostname, hosts, resolv.conf, and a /dev/shm tmpfs.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 use super::DnsConfig;
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// Size of the pod's /dev/shm, as Docker and containerd default it.
 pub const SHM_SIZE: u64 = 64 << 20;
 
-pub fn hosts(hostname: &str, ip: Option<Ipv4Addr>) -> String {
+pub fn hosts(hostname: &str, ip: Option<IpAddr>) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn hosts_names_the_pod() {
-        let h = hosts("web-0", Some(Ipv4Addr::new(10, 89, 0, 2)));
+        let h = hosts("web-0", Some(std::net::Ipv4Addr::new(10, 89, 0, 2).into()));
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("10.89.0.2\tweb-0\n"));
         assert!(!hosts("web-0", None).contains("web-0"));

@@ -16,14 +16,14 @@ mod run;
 mod stop;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::PodCgroup;
-pub use network::{NetworkConfig, PortMapping, Protocol};
+pub use network::{NetworkConfig, NetworkMode, PortMapping, Protocol};
 
 use crate::error::{Error, Result};
 use crate::store::Db;
@@ -105,7 +105,15 @@ pub struct SandboxRecord {
     pub state: SandboxState,
     /// Unix nanoseconds.
     pub created_at: i64,
-    pub ip: Option<Ipv4Addr>,
+    /// The pod's primary address (IPv4 when it has one).
+    pub ip: Option<IpAddr>,
+    /// Its other addresses (the IPv6 one of a dual-stack pod). Absent in older records.
+    #[serde(default)]
+    pub additional_ips: Vec<IpAddr>,
+    /// Why the last release of the pod's network failed (a CNI plugin's DEL), until one
+    /// succeeds.
+    #[serde(default)]
+    pub network_error: Option<String>,
     /// `<state>/pods/<id>`: pinned namespaces, hostname/hosts/resolv.conf, shm, shim socket.
     pub dir: PathBuf,
     pub netns: Option<PathBuf>,
@@ -138,11 +146,17 @@ impl SandboxRecord {
     }
 }
 
+/// The node's pod network: the built-in bridge, or a cluster's CNI plugins.
+pub(crate) enum PodNetwork {
+    Native(network::Network),
+    Cni(network::cni::Cni),
+}
+
 /// All pods of this node.
 pub struct Sandboxes {
     db: Arc<Db>,
     pods_dir: PathBuf,
-    network: Option<network::Network>,
+    network: Option<PodNetwork>,
     network_error: Option<String>,
     /// Unique names of pods being created, so two concurrent runs of the same pod can't both
     /// get past the AlreadyExists check.
@@ -155,10 +169,44 @@ impl Sandboxes {
     /// Open the sandbox store and the pod network. A network that can't be set up is not
     /// fatal: the daemon reports NetworkReady=false with the reason, and hostNetwork pods
     /// still run.
-    pub async fn open(state: &Path, db: Arc<Db>, net: NetworkConfig) -> Result<Sandboxes> {
+    ///
+    /// `cni_cache` keeps CNI mode's attachments (config and result of each ADD): on the
+    /// persistent root, so that pods recorded there can be DELeted after a reboot too.
+    pub async fn open(
+        state: &Path,
+        cni_cache: &Path,
+        db: Arc<Db>,
+        net: NetworkConfig,
+    ) -> Result<Sandboxes> {
         let pods_dir = state.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(Error::io("creating", &pods_dir))?;
-        let (network, network_error) = match network::Network::open(net, db.database()).await {
+        let mode = match net.mode {
+            NetworkMode::Auto if network::cni::Cni::dir_has_config(&net.conf_dir) => {
+                NetworkMode::Cni
+            }
+            NetworkMode::Auto => NetworkMode::Native,
+            m => m,
+        };
+        let opened = if mode == NetworkMode::Cni {
+            // kubelet waits for NetworkReady until the cluster's plugin installs its config
+            // here; the watcher needs the dir to exist.
+            if let Err(e) = std::fs::create_dir_all(&net.conf_dir) {
+                tracing::warn!(dir = %net.conf_dir.display(), error = %e, "creating the CNI config dir");
+            }
+            tracing::info!(conf_dir = %net.conf_dir.display(), "pod network: CNI plugins");
+            network::cni::Cni::open(network::cni::CniConfig {
+                conf_dir: net.conf_dir.clone(),
+                bin_dirs: net.bin_dirs.clone(),
+                cache_dir: cni_cache.to_path_buf(),
+                timeout: std::time::Duration::from_secs(net.plugin_timeout_seconds.max(1)),
+            })
+            .map(PodNetwork::Cni)
+        } else {
+            network::Network::open(net, db.database())
+                .await
+                .map(PodNetwork::Native)
+        };
+        let (network, network_error) = match opened {
             Ok(n) => (Some(n), None),
             Err(e) => {
                 tracing::error!(error = %e, "pod network unavailable");
@@ -177,20 +225,58 @@ impl Sandboxes {
         Ok(sandboxes)
     }
 
-    /// `Ok` when pod networking works, else why not.
-    pub fn network_status(&self) -> std::result::Result<(), String> {
-        match &self.network_error {
-            None => Ok(()),
-            Some(e) => Err(e.clone()),
+    /// `Ok` when pod networking works, else the reason (a CRI condition reason) and why.
+    pub async fn network_status(&self) -> std::result::Result<(), (&'static str, String)> {
+        match (&self.network, &self.network_error) {
+            (Some(PodNetwork::Cni(c)), _) => c
+                .status()
+                .await
+                .map_err(|why| ("NetworkPluginNotReady", format!("cni: {why}"))),
+            (_, Some(e)) => Err((
+                "NetworkSetupFailed",
+                format!("the pod network could not be set up: {e}"),
+            )),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// `native` or `cni`: what this daemon uses.
+    pub fn network_mode(&self) -> &'static str {
+        match &self.network {
+            Some(PodNetwork::Cni(_)) => "cni",
+            _ => "native",
         }
     }
 
     pub async fn set_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let field = "runtime_config.network_config.pod_cidr";
         match &self.network {
-            Some(n) => n.set_pod_cidr(cidr).await.map_err(|e| {
-                Error::invalid("runtime_config.network_config.pod_cidr", e.to_string())
-            }),
+            Some(PodNetwork::Native(n)) => n
+                .set_pod_cidr(cidr)
+                .await
+                .map_err(|e| Error::invalid(field, e.to_string())),
+            Some(PodNetwork::Cni(c)) => c
+                .set_pod_cidr(cidr)
+                .map_err(|e| Error::invalid(field, e.to_string())),
             None => Ok(()),
+        }
+    }
+
+    /// Releases the pod's network (native: rules and address; CNI: DEL from the cache).
+    /// Ok for a pod that has none.
+    pub(crate) async fn teardown_network(&self, id: &str, netns: Option<&Path>) -> Result<()> {
+        match &self.network {
+            Some(PodNetwork::Native(n)) => Ok(n.teardown_pod(id, netns).await?),
+            Some(PodNetwork::Cni(c)) => Ok(c.teardown_pod(id).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// CHECK the pod's CNI attachments (CNI mode; Ok otherwise).
+    pub async fn check_network(&self, id: &str) -> Result<()> {
+        match &self.network {
+            Some(PodNetwork::Cni(c)) => Ok(c.check_pod(id).await?),
+            _ => Ok(()),
         }
     }
 
@@ -222,5 +308,24 @@ impl Sandboxes {
                 format!("{id:?} matches more than one pod sandbox"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records written before dual stack (an IPv4 `ip`, no `additional_ips`) still load.
+    #[test]
+    fn old_records_load() {
+        let mut v = serde_json::to_value(crate::stats::tests::pod_record("p1", None)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("additional_ips");
+        obj.remove("network_error");
+        obj.insert("ip".into(), serde_json::json!("10.89.0.7"));
+        let r: SandboxRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(r.ip, Some("10.89.0.7".parse().unwrap()));
+        assert!(r.additional_ips.is_empty());
+        assert!(r.network_error.is_none());
     }
 }

@@ -44,7 +44,10 @@ impl Sandboxes {
             .map(|(dir, intent)| self.release_orphan(dir, intent));
         futures::future::join_all(releases).await;
 
-        if let Some(net) = &self.network {
+        if let Some(super::PodNetwork::Cni(c)) = &self.network {
+            c.gc(&owners).await;
+        }
+        if let Some(super::PodNetwork::Native(net)) = &self.network {
             for id in net.attached_pods()? {
                 if !owners.contains(&id) {
                     tracing::warn!(pod = %id, "releasing an address no pod owns");
@@ -69,10 +72,10 @@ impl Sandboxes {
             let _ = crate::shim_client::release(&dir).await;
         }
         let mut clean = true;
-        if let (Some(net), Some(intent)) = (&self.network, &intent) {
+        if let Some(intent) = &intent {
             let netns = dir.join("net");
             let netns = netns.exists().then_some(netns.as_path());
-            if let Err(e) = net.teardown_pod(&intent.id, netns).await {
+            if let Err(e) = self.teardown_network(&intent.id, netns).await {
                 tracing::error!(pod = %intent.id, error = %e, "releasing an unrecorded pod's network");
                 clean = false;
             }

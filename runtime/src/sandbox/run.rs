@@ -90,7 +90,7 @@ impl Sandboxes {
             .map_err(|e| Error::Internal(format!("namespace task: {e}")))??;
         made.namespaces = true;
 
-        let mut ip = None;
+        let mut ips = Vec::new();
         if let Some(netns) = &pinned.net {
             let net = self.network.as_ref().ok_or_else(|| {
                 Error::Unavailable(format!(
@@ -99,9 +99,32 @@ impl Sandboxes {
                 ))
             })?;
             made.network = true;
-            let pod = net.setup_pod(id, netns, &config.port_mappings).await?;
-            ip = Some(pod.ip);
+            match net {
+                super::PodNetwork::Native(n) => {
+                    let pod = n.setup_pod(id, netns, &config.port_mappings).await?;
+                    ips.push(std::net::IpAddr::V4(pod.ip));
+                }
+                super::PodNetwork::Cni(c) => {
+                    let dns = config.dns.as_ref().map(|d| network::cni::DnsArgs {
+                        servers: d.servers.clone(),
+                        searches: d.searches.clone(),
+                        options: d.options.clone(),
+                    });
+                    let req = network::cni::PodRequest {
+                        id,
+                        netns,
+                        name: &config.name,
+                        namespace: &config.namespace,
+                        uid: &config.uid,
+                        annotations: &config.annotations,
+                        ports: &config.port_mappings,
+                        dns: dns.as_ref(),
+                    };
+                    ips = c.setup_pod(&req).await?.ips;
+                }
+            }
         }
+        let ip = ips.first().copied();
 
         let mut record = SandboxRecord {
             id: id.to_string(),
@@ -109,6 +132,8 @@ impl Sandboxes {
             state: SandboxState::Ready,
             created_at: crate::clock::now_nanos(),
             ip,
+            additional_ips: ips.iter().skip(1).copied().collect(),
+            network_error: None,
             dir: dir.clone(),
             netns: pinned.net,
             ipcns: pinned.ipc,
@@ -179,11 +204,9 @@ impl Sandboxes {
             }
         }
         if made.network {
-            if let Some(net) = &self.network {
-                let netns = dir.join("net");
-                if let Err(e) = net.teardown_pod(id, Some(&netns)).await {
-                    tracing::error!(error = %e, "rollback: network");
-                }
+            let netns = dir.join("net");
+            if let Err(e) = self.teardown_network(id, Some(&netns)).await {
+                tracing::error!(error = %e, "rollback: network");
             }
         }
         if made.namespaces {

@@ -19,13 +19,22 @@ impl Sandboxes {
         let Some(mut record) = self.find(&record.id)? else {
             return Ok(());
         };
-        self.release(&record).await?;
-        if record.state != SandboxState::NotReady {
-            record.state = SandboxState::NotReady;
+        let released = self.release(&record).await;
+        let network_error = match &released {
+            Err(e) if e.is_cni_plugin_failure() => Some(e.to_string()),
+            _ => None,
+        };
+        if record.state != SandboxState::NotReady || record.network_error != network_error {
+            // The processes are gone even when a plugin's DEL failed: the pod is not ready,
+            // and its status says what is still held.
+            if released.is_ok() || network_error.is_some() {
+                record.state = SandboxState::NotReady;
+            }
+            record.network_error = network_error;
             self.db.put_sandbox(&record)?;
             tracing::info!(pod = %record.id, "pod sandbox stopped");
         }
-        Ok(())
+        released
     }
 
     pub(super) async fn release(&self, record: &SandboxRecord) -> Result<()> {
@@ -40,9 +49,14 @@ impl Sandboxes {
         if let Some(cg) = record.cgroup.clone() {
             super::cgroup::blocking(move || cg.release()).await?;
         }
-        if let Some(net) = &self.network {
-            let netns = record.netns.as_deref().filter(|p| p.exists());
-            net.teardown_pod(&record.id, netns).await?;
+        let netns = record.netns.as_deref().filter(|p| p.exists());
+        // A CNI plugin whose DEL fails must not keep the pod's other resources: they are
+        // released, and the plugin's error returned at the end (kubelet retries the stop).
+        let mut plugin_failure = None;
+        match self.teardown_network(&record.id, netns).await {
+            Ok(()) => {}
+            Err(e) if e.is_cni_plugin_failure() => plugin_failure = Some(e),
+            Err(e) => return Err(e),
         }
         files::unmount_shm(&record.shm_dir())?;
         let dir = record.dir.clone();
@@ -51,6 +65,6 @@ impl Sandboxes {
                 .await
                 .map_err(|e| Error::Internal(format!("namespace task: {e}")))??;
         }
-        Ok(())
+        plugin_failure.map_or(Ok(()), Err)
     }
 }

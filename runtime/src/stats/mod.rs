@@ -385,6 +385,8 @@ pub(crate) mod tests {
             state: SandboxState::Ready,
             created_at: 1,
             ip: None,
+            additional_ips: Vec::new(),
+            network_error: None,
             dir: "/nonexistent/pod".into(),
             netns: None,
             ipcns: None,

@@ -23,7 +23,14 @@ impl CriService {
                 },
                 "cgroupParent": record.config.cgroup_parent,
                 "cgroup": record.cgroup.as_ref().map(|c| &c.path),
-                "network": { "ip": record.ip, "hostNetwork": record.config.host_network(), "portMappings": record.config.port_mappings },
+                "network": {
+                    "mode": self.sandboxes().network_mode(),
+                    "ip": record.ip,
+                    "additionalIps": record.additional_ips,
+                    "hostNetwork": record.config.host_network(),
+                    "portMappings": record.config.port_mappings,
+                    "error": record.network_error,
+                },
                 "config": record.config,
             });
             info.insert("info".to_string(), verbose.to_string());

@@ -4,7 +4,8 @@ use crate::service::CriService;
 use crate::status::CriError;
 
 impl CriService {
-    /// RuntimeReady is true while we serve; NetworkReady is whether the pod bridge is up.
+    /// RuntimeReady is true while we serve; NetworkReady is whether the pod bridge is up, or
+    /// in CNI mode whether a network config is there and its plugins' STATUS says ready.
     pub(crate) async fn runtime_status(
         &self,
         req: proto::StatusRequest,
@@ -16,18 +17,18 @@ impl CriService {
                 reason: String::new(),
                 message: String::new(),
             },
-            match self.sandboxes().network_status() {
+            match self.sandboxes().network_status().await {
                 Ok(()) => proto::RuntimeCondition {
                     r#type: "NetworkReady".into(),
                     status: true,
                     reason: String::new(),
                     message: String::new(),
                 },
-                Err(why) => proto::RuntimeCondition {
+                Err((reason, why)) => proto::RuntimeCondition {
                     r#type: "NetworkReady".into(),
                     status: false,
-                    reason: "NetworkSetupFailed".into(),
-                    message: format!("the pod bridge could not be set up: {why}"),
+                    reason: reason.into(),
+                    message: why,
                 },
             },
         ];
