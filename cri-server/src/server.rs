@@ -101,9 +101,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.image.clone(),
     )
     .context("opening the image store")?;
-    let sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
+    let mut sandboxes = Sandboxes::open(&config.state, db.clone(), config.network.clone())
         .await
         .context("opening the sandbox store")?;
+    sandboxes.probe_user_namespaces(&config.root).await;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
         .context("opening the container store")?
         .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());

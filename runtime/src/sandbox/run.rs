@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use super::{cgroup, files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes};
+use super::{
+    cgroup, files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes,
+    UserNamespace,
+};
 use crate::error::{Error, Result};
 
 /// What a run has made so far, for the rollback.
@@ -20,6 +23,14 @@ struct Made {
 impl Sandboxes {
     pub async fn run(&self, config: SandboxConfig) -> Result<SandboxRecord> {
         validate(&config)?;
+        if config.userns.is_some() {
+            self.user_namespaces().map_err(|why| {
+                Error::invalid(
+                    "config.linux.security_context.namespace_options.userns_options",
+                    format!("this node cannot run pods with a user namespace: {why}"),
+                )
+            })?;
+        }
         let unique = config.unique_name();
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,6 +94,7 @@ impl Sandboxes {
             uts: !host_net,
             hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
             sysctls: config.sysctls.clone(),
+            userns: config.userns.clone(),
         };
         let ns_dir = dir.clone();
         let pinned = tokio::task::spawn_blocking(move || network::pin_namespaces(&ns_dir, &req))
@@ -113,6 +125,7 @@ impl Sandboxes {
             netns: pinned.net,
             ipcns: pinned.ipc,
             utsns: pinned.uts,
+            userns: pinned.user,
             shim_pid: None,
             pause_pid: None,
             cgroup: None,
@@ -148,6 +161,7 @@ impl Sandboxes {
             netns: record.netns.clone(),
             ipcns: record.ipcns.clone(),
             utsns: record.utsns.clone(),
+            userns: record.userns.clone(),
             log: None,
             cgroup_procs,
         };
@@ -200,6 +214,52 @@ impl Sandboxes {
     }
 }
 
+/// The CRI's rules for a pod's user namespace (one uid and one gid mapping, each mapping
+/// the container's root) plus Kubernetes' (no host network, PID or IPC namespace with it),
+/// and ours: the host's root is never inside the range.
+fn validate_userns(c: &SandboxConfig, userns: &UserNamespace) -> Result<()> {
+    const F: &str = "config.linux.security_context.namespace_options.userns_options";
+    for (name, maps) in [("uids", &userns.uids), ("gids", &userns.gids)] {
+        let field = format!("{F}.{name}");
+        let [m] = maps.as_slice() else {
+            return Err(Error::invalid(
+                field,
+                format!("exactly one mapping is supported, got {}", maps.len()),
+            ));
+        };
+        if m.container_id != 0 {
+            return Err(Error::invalid(
+                field,
+                format!("the mapping must start at container id 0, not {}", m.container_id),
+            ));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(Error::invalid(
+                field,
+                format!("{} ids from host id {} do not fit in 32 bits", m.length, m.host_id),
+            ));
+        }
+        if m.host_id == 0 {
+            return Err(Error::invalid(
+                field,
+                "the host's root (id 0) must not be mapped into a pod",
+            ));
+        }
+    }
+    let shared = [
+        (c.network == NamespaceMode::Node, "network"),
+        (c.pid == NamespaceMode::Node, "pid"),
+        (c.ipc == NamespaceMode::Node, "ipc"),
+    ];
+    if let Some((_, ns)) = shared.iter().find(|(node, _)| *node) {
+        return Err(Error::invalid(
+            format!("config.linux.security_context.namespace_options.{ns}"),
+            "a pod with its own user namespace cannot share the host's",
+        ));
+    }
+    Ok(())
+}
+
 fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)
@@ -224,6 +284,9 @@ fn validate(c: &SandboxConfig) -> Result<()> {
             "config.linux.security_context.namespace_options.ipc",
             "a pod's IPC namespace is POD or NODE",
         ));
+    }
+    if let Some(userns) = &c.userns {
+        validate_userns(c, userns)?;
     }
     if c.pid == NamespaceMode::Target {
         return Err(Error::invalid(
