@@ -422,13 +422,15 @@ async fn pod_checks(env: &mut Env, pod: &str, pod_config: &proto::PodSandboxConf
         code != 0 && err.contains("not permitted"),
         "mknod in a user namespace: {code} {err:?}"
     );
-    // A file of the host's root outside the volume stays out of reach: the rootfs's
-    // parent is not there after pivot_root, and /proc/1/root is the container's own.
+    // CHOWN holds over the pod's ids only: a file of an unmapped id cannot be taken.
+    let (code, _, err) = env.exec(&id, "chown 0:0 /data/unmapped").await?;
     ensure!(
-        env.sh(&id, "ls /proc/1/root/data >/dev/null && readlink /proc/1/root")
-            .await?
-            == "/",
-        "/proc/1/root"
+        code != 0 && err.contains("not permitted"),
+        "chown of an unmapped file: {code} {err:?}"
+    );
+    ensure!(
+        std::fs::metadata(&unmapped)?.uid() == 70_000,
+        "the unmapped file changed owner"
     );
 
     // A corrald restart: the container and its pinned namespace live on, and exec still

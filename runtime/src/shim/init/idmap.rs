@@ -60,9 +60,6 @@ struct MountAttr {
 pub struct Idmapped {
     /// The rootfs: the overlay, or one idmapped layer read-only.
     pub rootfs: OwnedFd,
-    /// Where it goes (`<bundle>/rootfs`), opened O_PATH by the shim: the bundle's path
-    /// need not be searchable by the init.
-    pub target: OwnedFd,
     /// By the index of the spec's mount.
     mounts: Vec<(usize, OwnedFd)>,
 }
@@ -88,8 +85,6 @@ impl Idmapped {
         // The init, root of the user namespace only, may not write in the bundle.
         std::fs::create_dir_all(target)
             .map_err(|e| InitError::step(format_args!("creating {}", target.display()), e))?;
-        let target_fd = open_dir(target)
-            .map_err(|e| InitError::step(format_args!("opening {}", target.display()), e))?;
         let rootfs = rootfs(overlay, &userns, uid, gid)?;
         let mut mounts = Vec::new();
         for (index, m) in spec.mounts().iter().flatten().enumerate() {
@@ -119,16 +114,12 @@ impl Idmapped {
                 mounts.push((index, fd));
             }
         }
-        Ok(Some(Idmapped {
-            rootfs,
-            target: target_fd,
-            mounts,
-        }))
+        Ok(Some(Idmapped { rootfs, mounts }))
     }
 
     /// Every fd the init must keep until it has attached them.
     pub fn fds(&self) -> Vec<RawFd> {
-        let mut out = vec![self.rootfs.as_raw_fd(), self.target.as_raw_fd()];
+        let mut out = vec![self.rootfs.as_raw_fd()];
         out.extend(self.mounts.iter().map(|(_, fd)| fd.as_raw_fd()));
         out
     }

@@ -168,9 +168,10 @@ pub fn create(opts: CreateOptions<'_>) -> Result<Created, InitError> {
     let confinement = Confinement::new(&spec, process)?;
     let process = process::Plan::new(process, opts.tty)?;
     let mut rootfs = rootfs::Plan::new(&spec, opts.bundle, opts.rootfs, opts.tty)?;
-    let namespaces = Namespaces::for_create(&spec)?;
+    let mut namespaces = Namespaces::for_create(&spec)?;
     // Made here, by the host's root: the init cannot once it is in the user namespace.
     rootfs.prepare_idmapped()?;
+    namespaces.chdir = rootfs.enter_first().map(Path::to_path_buf);
 
     let (sync_r, sync_w) = pipe()?;
     let (start_r, start_w) = pipe()?;
@@ -295,6 +296,9 @@ fn failure(outcome: Result<Option<String>, InitError>, pid: Pid, who: &str) -> I
 struct Namespaces {
     joins: Vec<(File, CloneFlags, String)>,
     unshare: CloneFlags,
+    /// A enters this dir before the joins: after its unshare, its working dir is the
+    /// same dir in the new mount namespace, which B inherits.
+    chdir: Option<PathBuf>,
 }
 
 impl Namespaces {
@@ -334,7 +338,11 @@ impl Namespaces {
                 None => unshare.insert(flag),
             }
         }
-        Ok(Namespaces { joins, unshare })
+        Ok(Namespaces {
+            joins,
+            unshare,
+            chdir: None,
+        })
     }
 
     /// The namespaces of `pid` that differ from the caller's: user first, pid last.
@@ -377,6 +385,7 @@ impl Namespaces {
         Ok(Namespaces {
             joins,
             unshare: CloneFlags::empty(),
+            chdir: None,
         })
     }
 }
@@ -526,6 +535,10 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
             // A was born in the cgroup2 dir (see `spawn`): once in the user namespace it
             // could not clone B into it (its cgroup.procs is the host root's).
             into_cgroup = None;
+        }
+        if let Some(dir) = &namespaces.chdir {
+            nix::unistd::chdir(dir)
+                .map_err(|e| InitError::step(format_args!("chdir {}", dir.display()), e))?;
         }
         for (file, flag, what) in &namespaces.joins {
             setns(file.as_fd(), *flag).map_err(|e| InitError::step(what, e))?;

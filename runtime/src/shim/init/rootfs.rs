@@ -210,6 +210,12 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// Where the intermediate must be when it unshares the mount namespace: the rootfs's
+    /// mount point, for a container in a user namespace (see `mount_overlay`).
+    pub fn enter_first(&self) -> Option<&Path> {
+        self.idmapped.as_ref().map(|_| self.target.as_path())
+    }
+
     /// The fds the init must keep open until [`enter`](Self::enter) has attached them.
     pub fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.idmapped
@@ -335,7 +341,12 @@ impl<'a> Plan<'a> {
             )
         };
         if let Some(idmapped) = &self.idmapped {
-            return super::idmap::attach(&idmapped.rootfs, &idmapped.target).map_err(failed);
+            // The intermediate entered the target before it unshared the mount namespace,
+            // so the working dir is the target in this namespace (its path may not be
+            // searchable from the user namespace; an fd the shim opened would name the
+            // shim's namespace, where move_mount refuses it).
+            let here = open_path(Path::new(".")).map_err(failed)?;
+            return super::idmap::attach(&idmapped.rootfs, &here).map_err(failed);
         }
         if o.upper.as_os_str().is_empty() && o.lower.len() == 1 {
             // One layer and nowhere to write: the layer itself, which must stay untouched.
