@@ -300,17 +300,18 @@ async fn pod_checks(env: &mut Env, pod: &str, pod_config: &proto::PodSandboxConf
         .and_then(|o| o.userns_options)
         .context("no userns_options in the pod's status")?;
     ensure!(reported == pod_userns(), "pod status says {reported:?}");
-    let pinned = env
-        .daemon
-        .state
-        .join("pods")
-        .join(&pod[..16])
-        .join("user");
-    ensure!(pinned.exists(), "no pinned user namespace at {}", pinned.display());
+    let pinned = env.daemon.state.join("pods").join(&pod[..16]).join("user");
+    ensure!(
+        pinned.exists(),
+        "no pinned user namespace at {}",
+        pinned.display()
+    );
 
     // A volume (an emptyDir's host dir) with a file of the host's root, and one of an id
     // outside the pod's range, readable only by its owner.
-    let volume = tempfile::Builder::new().prefix("corral-e2e-vol-").tempdir()?;
+    let volume = tempfile::Builder::new()
+        .prefix("corral-e2e-vol-")
+        .tempdir()?;
     std::fs::write(volume.path().join("from-host"), "host\n")?;
     let unmapped = volume.path().join("unmapped");
     std::fs::write(&unmapped, "secret\n")?;
@@ -342,11 +343,21 @@ async fn pod_checks(env: &mut Env, pod: &str, pod_config: &proto::PodSandboxConf
     // Root inside, with the pod's maps.
     ensure!(env.sh(&id, "id -u").await? == "0", "uid inside");
     ensure!(env.sh(&id, "id -g").await? == "0", "gid inside");
-    let expected = vec![vec!["0".to_string(), HOST_ID.to_string(), LENGTH.to_string()]];
+    let expected = vec![vec![
+        "0".to_string(),
+        HOST_ID.to_string(),
+        LENGTH.to_string(),
+    ]];
     let uid_map = env.sh(&id, "cat /proc/self/uid_map").await?;
-    ensure!(map_lines(&uid_map) == expected, "uid_map inside: {uid_map:?}");
+    ensure!(
+        map_lines(&uid_map) == expected,
+        "uid_map inside: {uid_map:?}"
+    );
     let gid_map = env.sh(&id, "cat /proc/1/gid_map").await?;
-    ensure!(map_lines(&gid_map) == expected, "gid_map of PID 1: {gid_map:?}");
+    ensure!(
+        map_lines(&gid_map) == expected,
+        "gid_map of PID 1: {gid_map:?}"
+    );
 
     // The image's files are root's inside (idmapped layers; nothing was chowned on disk).
     ensure!(
@@ -374,7 +385,8 @@ async fn pod_checks(env: &mut Env, pod: &str, pod_config: &proto::PodSandboxConf
     );
 
     // What the container writes in its own layer is the mapped id's on the host.
-    env.sh(&id, "echo x > /made-inside && mkdir /dir-inside").await?;
+    env.sh(&id, "echo x > /made-inside && mkdir /dir-inside")
+        .await?;
     let upper = env.daemon.root.join("containers").join(&id).join("upper");
     for name in ["made-inside", "dir-inside"] {
         let meta = std::fs::metadata(upper.join(name))
@@ -452,7 +464,9 @@ async fn userns_bad_requests_name_the_field() -> Result<()> {
         return Ok(());
     };
     if let Err(why) = env.userns_supported().await? {
-        bail!("this kernel supports idmapped overlays, yet user namespaces are not advertised: {why}");
+        bail!(
+            "this kernel supports idmapped overlays, yet user namespaces are not advertised: {why}"
+        );
     }
     let userns = |uids: Vec<proto::IdMapping>, gids: Vec<proto::IdMapping>| proto::UserNamespace {
         mode: proto::NamespaceMode::Pod as i32,

@@ -199,7 +199,9 @@ fn expect_done(report: &OwnedFd, what: &str, keys: &[&str]) -> Result<()> {
     match step {
         STEP_DONE => Ok(()),
         STEP_USERNS => Err(Error::nix("unshare(CLONE_NEWUSER)")(errno)),
-        STEP_UNSHARE => Err(Error::nix("unshare the pod's namespaces in its user namespace")(errno)),
+        STEP_UNSHARE => Err(Error::nix(
+            "unshare the pod's namespaces in its user namespace",
+        )(errno)),
         STEP_HOSTNAME => Err(Error::nix("sethostname")(errno)),
         n => {
             let i = (n - STEP_SYSCTL) as usize;

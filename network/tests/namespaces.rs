@@ -225,7 +225,12 @@ fn user_namespace_owns_the_pod_namespaces() {
     assert_ne!(user_id, host_user, "a user namespace of its own");
     for ns in [&pinned.net, &pinned.ipc, &pinned.uts] {
         let ns = ns.clone().expect("pinned");
-        assert_eq!(owner_of(&ns), user_id, "{} is not owned by the pod's", ns.display());
+        assert_eq!(
+            owner_of(&ns),
+            user_id,
+            "{} is not owned by the pod's",
+            ns.display()
+        );
     }
     let user_arg = format!("--user={}", user.display());
     let uts_arg = format!("--uts={}", pinned.uts.clone().expect("uts").display());
@@ -243,7 +248,10 @@ fn user_namespace_owns_the_pod_namespaces() {
         ["0", "300000", "65536"]
     );
     // setgroups stays allowed: the container sets its supplementary groups.
-    assert_eq!(nsenter(&[&user_arg, "cat", "/proc/self/setgroups"]), "allow");
+    assert_eq!(
+        nsenter(&[&user_arg, "cat", "/proc/self/setgroups"]),
+        "allow"
+    );
     assert_eq!(nsenter(&[&user_arg, &uts_arg, "hostname"]), "userns-pod");
     assert_eq!(
         nsenter(&[
@@ -285,7 +293,10 @@ fn user_namespace_needs_all_three_and_a_valid_map() {
         ..Default::default()
     };
     let err = network::pin_namespaces(&pod, &req).expect_err("host IPC with a userns");
-    assert!(matches!(err.kind(), ErrorKind::InvalidArgument { .. }), "{err}");
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
     // Two overlapping lines: the kernel refuses the map, named as the request's field.
     let req = NamespaceRequest {
         net: true,

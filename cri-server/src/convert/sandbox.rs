@@ -46,10 +46,7 @@ pub fn userns(
     let Some(u) = u else { return Ok(None) };
     let mode = namespace_mode(u.mode, MODE)?;
     if matches!(mode, NamespaceMode::Container | NamespaceMode::Target) {
-        return Err(CriError::invalid(
-            MODE,
-            "a user namespace is POD or NODE",
-        ));
+        return Err(CriError::invalid(MODE, "a user namespace is POD or NODE"));
     }
     let maps = |m: &[proto::IdMapping]| -> Vec<IdMapping> {
         m.iter()
@@ -61,10 +58,7 @@ pub fn userns(
             .collect()
     };
     if mode == NamespaceMode::Node && !(u.uids.is_empty() && u.gids.is_empty()) {
-        return Err(CriError::invalid(
-            UIDS,
-            "mode NODE takes no mappings",
-        ));
+        return Err(CriError::invalid(UIDS, "mode NODE takes no mappings"));
     }
     Ok(Some((
         mode,
@@ -259,5 +253,59 @@ pub fn to_list_item(r: &SandboxRecord) -> proto::PodSandbox {
         labels: map(&r.config.labels),
         annotations: map(&r.config.annotations),
         runtime_handler: r.config.runtime_handler.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(container_id: u32) -> proto::IdMapping {
+        proto::IdMapping {
+            container_id,
+            host_id: 65536,
+            length: 65536,
+        }
+    }
+
+    #[test]
+    fn userns_options_modes() {
+        assert_eq!(userns(None).ok(), Some(None));
+        let pod = proto::UserNamespace {
+            mode: proto::NamespaceMode::Pod as i32,
+            uids: vec![mapping(0)],
+            gids: vec![mapping(0)],
+        };
+        let (mode, maps) = userns(Some(&pod)).ok().flatten().expect("POD");
+        assert_eq!(mode, NamespaceMode::Pod);
+        assert_eq!(maps.uids[0].host_id, 65536);
+        assert_eq!(to_proto_userns(Some(&maps)), pod);
+        assert_eq!(
+            to_proto_userns(None).mode,
+            proto::NamespaceMode::Node as i32
+        );
+        for (bad, field) in [
+            (
+                proto::NamespaceMode::Container as i32,
+                "userns_options.mode",
+            ),
+            (proto::NamespaceMode::Target as i32, "userns_options.mode"),
+            (42, "userns_options.mode"),
+        ] {
+            let u = proto::UserNamespace {
+                mode: bad,
+                ..Default::default()
+            };
+            match userns(Some(&u)) {
+                Err(CriError::InvalidArgument { field: f, .. }) => assert!(f.ends_with(field)),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let node_with_maps = proto::UserNamespace {
+            mode: proto::NamespaceMode::Node as i32,
+            uids: vec![mapping(0)],
+            ..Default::default()
+        };
+        assert!(userns(Some(&node_with_maps)).is_err());
     }
 }

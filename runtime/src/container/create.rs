@@ -412,3 +412,84 @@ fn check_userns(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{IdMapping, UserNamespace};
+
+    fn ns(host_id: u32) -> UserNamespace {
+        let m = IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        UserNamespace {
+            uids: vec![m],
+            gids: vec![m],
+        }
+    }
+
+    #[test]
+    fn a_containers_user_namespace_is_its_pods() {
+        // A record of a version before user namespaces (no `userns`) still reads.
+        let pod = |userns: Option<UserNamespace>| {
+            let mut c: crate::sandbox::SandboxConfig = serde_json::from_value(serde_json::json!({
+                "name": "p", "uid": "u", "namespace": "n", "attempt": 0, "hostname": "",
+                "log_directory": "", "labels": {}, "annotations": {}, "dns": null,
+                "port_mappings": [], "network": "Pod", "pid": "Pod", "ipc": "Pod",
+                "cgroup_parent": null, "sysctls": {}, "runtime_handler": ""
+            }))
+            .expect("config");
+            c.userns = userns;
+            c
+        };
+        let sec =
+            |userns: Option<(NamespaceMode, UserNamespace)>| super::super::config::SecurityConfig {
+                userns,
+                ..Default::default()
+            };
+        let ok = [
+            (sec(None), pod(Some(ns(65536)))),
+            (sec(None), pod(None)),
+            (
+                sec(Some((NamespaceMode::Pod, ns(65536)))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Pod, UserNamespace::default()))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Node, UserNamespace::default()))),
+                pod(None),
+            ),
+        ];
+        for (s, p) in &ok {
+            assert!(check_userns(s, p).is_ok(), "{s:?}");
+        }
+        let bad = [
+            (
+                sec(Some((NamespaceMode::Pod, ns(131072)))),
+                pod(Some(ns(65536))),
+            ),
+            (sec(Some((NamespaceMode::Pod, ns(65536)))), pod(None)),
+            (
+                sec(Some((NamespaceMode::Node, UserNamespace::default()))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Container, UserNamespace::default()))),
+                pod(None),
+            ),
+        ];
+        for (s, p) in &bad {
+            match check_userns(s, p) {
+                Err(Error::InvalidArgument { field, .. }) => {
+                    assert!(field.contains("userns_options"), "{field}")
+                }
+                other => panic!("{s:?}: {other:?}"),
+            }
+        }
+    }
+}

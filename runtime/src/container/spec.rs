@@ -1604,6 +1604,59 @@ mod tests {
     }
 
     #[test]
+    fn user_namespace_is_joined_first_and_binds_are_idmapped() {
+        let mut f = Fixture::new();
+        let pod_dir = f.dir.path().join("pod");
+        let map = crate::sandbox::IdMapping {
+            container_id: 0,
+            host_id: 200_000,
+            length: 65_536,
+        };
+        f.pod.userns = Some((
+            pod_dir.join("user"),
+            crate::sandbox::UserNamespace {
+                uids: vec![map],
+                gids: vec![map],
+            },
+        ));
+        let s = f.spec();
+        let list = ns(&s);
+        assert_eq!(
+            list.get(1),
+            Some(&(LinuxNamespaceType::User, Some(pod_dir.join("user"))))
+        );
+        let linux = s.linux().as_ref().expect("linux");
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let maps = maps.as_ref().expect("maps");
+            assert_eq!(maps.len(), 1);
+            assert_eq!(
+                (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+                (0, 200_000, 65_536)
+            );
+        }
+        for m in s.mounts().iter().flatten() {
+            let options = m.options().clone().unwrap_or_default();
+            let bind = options.iter().any(|o| o == "rbind" || o == "bind");
+            let idmap = options.iter().any(|o| o == "idmap");
+            assert_eq!(bind, idmap, "{:?}: {options:?}", m.destination());
+        }
+        // Without one: no user namespace, no maps, no idmap.
+        f.pod.userns = None;
+        let s = f.spec();
+        assert!(!ns(&s).iter().any(|(t, _)| *t == LinuxNamespaceType::User));
+        assert!(s
+            .linux()
+            .as_ref()
+            .and_then(|l| l.uid_mappings().as_ref())
+            .is_none());
+        assert!(!s.mounts().iter().flatten().any(|m| m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "idmap")));
+    }
+
+    #[test]
     fn namespaces_per_mode() {
         let mut f = Fixture::new();
         let pod_dir = f.dir.path().join("pod");

@@ -225,7 +225,10 @@ impl Sandboxes {
 
     /// `Ok` when pods may have their own user namespace, else why not.
     pub fn user_namespaces(&self) -> std::result::Result<(), &str> {
-        self.userns_support.as_ref().map(|_| ()).map_err(String::as_str)
+        self.userns_support
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 
     /// `Ok` when pod networking works, else why not.

@@ -230,13 +230,19 @@ fn validate_userns(c: &SandboxConfig, userns: &UserNamespace) -> Result<()> {
         if m.container_id != 0 {
             return Err(Error::invalid(
                 field,
-                format!("the mapping must start at container id 0, not {}", m.container_id),
+                format!(
+                    "the mapping must start at container id 0, not {}",
+                    m.container_id
+                ),
             ));
         }
         if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
             return Err(Error::invalid(
                 field,
-                format!("{} ids from host id {} do not fit in 32 bits", m.length, m.host_id),
+                format!(
+                    "{} ids from host id {} do not fit in 32 bits",
+                    m.length, m.host_id
+                ),
             ));
         }
         if m.host_id == 0 {
@@ -327,4 +333,91 @@ fn validate(c: &SandboxConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::IdMapping;
+
+    fn config(userns: Option<UserNamespace>) -> SandboxConfig {
+        SandboxConfig {
+            name: "p".into(),
+            uid: "u".into(),
+            namespace: "n".into(),
+            attempt: 0,
+            hostname: String::new(),
+            log_directory: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            dns: None,
+            port_mappings: Vec::new(),
+            network: NamespaceMode::Pod,
+            pid: NamespaceMode::Pod,
+            ipc: NamespaceMode::Pod,
+            cgroup_parent: None,
+            sysctls: Default::default(),
+            runtime_handler: String::new(),
+            userns,
+            resources: None,
+        }
+    }
+
+    fn maps(uids: Vec<(u32, u32, u32)>, gids: Vec<(u32, u32, u32)>) -> UserNamespace {
+        let m = |v: Vec<(u32, u32, u32)>| {
+            v.into_iter()
+                .map(|(container_id, host_id, length)| IdMapping {
+                    container_id,
+                    host_id,
+                    length,
+                })
+                .collect()
+        };
+        UserNamespace {
+            uids: m(uids),
+            gids: m(gids),
+        }
+    }
+
+    fn refused_field(c: &SandboxConfig) -> String {
+        match validate(c) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("want InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_namespace_maps_follow_the_cri_rules() {
+        let good = (0, 65536, 65536);
+        assert!(validate(&config(Some(maps(vec![good], vec![good])))).is_ok());
+        assert!(validate(&config(None)).is_ok());
+        let uids = "config.linux.security_context.namespace_options.userns_options.uids";
+        let gids = "config.linux.security_context.namespace_options.userns_options.gids";
+        for (bad, field) in [
+            (maps(vec![good, (0, 1000, 10)], vec![good]), uids),
+            (maps(vec![], vec![good]), uids),
+            (maps(vec![good], vec![(1, 1000, 10)]), gids),
+            (maps(vec![(0, 0, 65536)], vec![good]), uids),
+            (maps(vec![(0, 1000, 0)], vec![good]), uids),
+            (maps(vec![(0, u32::MAX, 2)], vec![good]), uids),
+        ] {
+            assert_eq!(refused_field(&config(Some(bad.clone()))), field, "{bad:?}");
+        }
+        for (mode, field) in [
+            (
+                "network",
+                "config.linux.security_context.namespace_options.network",
+            ),
+            ("pid", "config.linux.security_context.namespace_options.pid"),
+            ("ipc", "config.linux.security_context.namespace_options.ipc"),
+        ] {
+            let mut c = config(Some(maps(vec![good], vec![good])));
+            match mode {
+                "network" => c.network = NamespaceMode::Node,
+                "pid" => c.pid = NamespaceMode::Node,
+                _ => c.ipc = NamespaceMode::Node,
+            }
+            assert_eq!(refused_field(&c), field);
+        }
+    }
 }

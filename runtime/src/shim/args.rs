@@ -72,10 +72,16 @@ impl Args {
         let dir = dir.ok_or("--dir is required")?;
         // The shim changes to `/` at start, so every path it keeps must be absolute.
         out.dir = std::path::absolute(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
-        for path in [&mut out.userns, &mut out.netns, &mut out.ipcns, &mut out.utsns, &mut out.log]
-            .into_iter()
-            .flatten()
-            .chain(out.cgroup_procs.iter_mut())
+        for path in [
+            &mut out.userns,
+            &mut out.netns,
+            &mut out.ipcns,
+            &mut out.utsns,
+            &mut out.log,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(out.cgroup_procs.iter_mut())
         {
             *path = std::path::absolute(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
         }

@@ -93,10 +93,9 @@ impl Idmapped {
             let typ = m.typ().as_deref().unwrap_or("");
             let field = || format!("mounts[{index}].source");
             if has("idmap") || has("ridmap") {
-                let source = m
-                    .source()
-                    .as_deref()
-                    .ok_or_else(|| InitError::invalid(field(), "an idmapped bind needs a source"))?;
+                let source = m.source().as_deref().ok_or_else(|| {
+                    InitError::invalid(field(), "an idmapped bind needs a source")
+                })?;
                 let recursive = has("ridmap") || has("rbind");
                 let fd = idmapped_clone(source, &userns, recursive, 0)
                     .map_err(|e| refused(&field(), source, e))?;
@@ -126,7 +125,10 @@ impl Idmapped {
 
     /// The detached mount for the spec's mount `index`, if it has one.
     pub fn mount(&self, index: usize) -> Option<&OwnedFd> {
-        self.mounts.iter().find(|(i, _)| *i == index).map(|(_, fd)| fd)
+        self.mounts
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, fd)| fd)
     }
 }
 
@@ -230,9 +232,10 @@ fn overlay_mount(
             .find(|(p, _)| p == parent)
             .map(|(_, fd)| fd)
             .ok_or("lost a layer's parent")?;
-        layers.push(open_dir_at(tree, name.as_bytes()).map_err(|e| {
-            format!("opening {}: {e}", layer.display())
-        })?);
+        layers.push(
+            open_dir_at(tree, name.as_bytes())
+                .map_err(|e| format!("opening {}: {e}", layer.display()))?,
+        );
     }
     let fs = fsopen("overlay").map_err(|e| format!("fsopen(overlay): {e}"))?;
     for (layer, path) in layers.iter().zip(lower) {
@@ -249,7 +252,11 @@ fn overlay_mount(
         fsconfig_flag(&fs, "ro").map_err(|e| format!("ro: {e}{}", fs_log(&fs)))?;
     }
     fsconfig_create(&fs).map_err(|e| format!("creating the overlay: {e}{}", fs_log(&fs)))?;
-    let attrs = if upper.is_some() { 0 } else { MOUNT_ATTR_RDONLY };
+    let attrs = if upper.is_some() {
+        0
+    } else {
+        MOUNT_ATTR_RDONLY
+    };
     fsmount(&fs, attrs).map_err(|e| format!("fsmount: {e}"))
 }
 
