@@ -445,6 +445,35 @@ async fn pod_checks(env: &mut Env, pod: &str, pod_config: &proto::PodSandboxConf
         "the unmapped file changed owner"
     );
 
+    // A container with a PID namespace of its own (kubelet's default) and a read-only
+    // rootfs: its PID 1 is its own process, in the same user namespace.
+    let mut ns = ns_options(Some(pod_userns()));
+    ns.pid = proto::NamespaceMode::Container as i32;
+    let mut config = env.container_config("own-pid", ns, Vec::new());
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.readonly_rootfs = true;
+    }
+    let own = env.create(pod, pod_config, config).await?;
+    env.start(&own).await?;
+    ensure!(
+        env.sh(&own, "cat /proc/1/cmdline | tr '\\0' ' '").await? == "sleep 3600",
+        "PID 1 of a container's own PID namespace"
+    );
+    let uid_map = env.sh(&own, "cat /proc/1/uid_map").await?;
+    ensure!(
+        map_lines(&uid_map) == expected,
+        "own PID namespace: {uid_map:?}"
+    );
+    let (code, _, err) = env.exec(&own, "touch /x").await?;
+    ensure!(
+        code != 0 && err.contains("Read-only"),
+        "a read-only rootfs: {code} {err:?}"
+    );
+
     // A corrald restart: the container and its pinned namespace live on, and exec still
     // enters the user namespace.
     env.daemon.restart().await?;
