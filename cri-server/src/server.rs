@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     images
         .set_pull_progress_timeout(config.pull_progress_timeout()?)
         .context("image_pull_progress_timeout")?;
-    let sandboxes = Sandboxes::open(
+    let mut sandboxes = Sandboxes::open(
         &config.state,
         &config.root.join("cni").join("results"),
         db.clone(),
@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("opening the sandbox store")?;
+    sandboxes.probe_user_namespaces(&config.root).await;
     let containers = Containers::open(&config.root, &config.state, db, Default::default())
         .context("opening the container store")?
         .with_cdi_spec_dirs(config.cdi_spec_dirs.clone());

@@ -26,6 +26,7 @@ mod netns;
 mod nft;
 mod route;
 mod sysctl;
+mod userns;
 mod veth;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,6 +41,7 @@ pub use netns::{
     pin_namespaces, release_namespaces, run_in_netns, NamespaceRequest, PinnedNamespaces,
 };
 pub use sysctl::{validate_sysctl, SysctlKind};
+pub use userns::{map_text, with_user_namespace, IdMapping, UserNamespace};
 
 use hostport::HostPort;
 use ipam::{Ipam, Ipv4Net, PodRange};

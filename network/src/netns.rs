@@ -15,6 +15,10 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::{Error, Result};
 use crate::sysctl::{self, SysctlKind};
+use crate::userns::{self, UserNamespace};
+
+/// The pinned user namespace's file, beside the others.
+const USER: &str = "user";
 
 /// Which namespaces to create for a pod, and what to set inside them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,11 +34,15 @@ pub struct NamespaceRequest {
     /// Namespaced sysctls, applied inside the new namespaces. Each key's namespace must be
     /// among the new ones, so that nothing is ever written to the host's.
     pub sysctls: BTreeMap<String, String>,
+    /// A user namespace with these maps, made first and owning the new net, ipc and uts
+    /// namespaces (all three required); None: they belong to the host's.
+    pub userns: Option<UserNamespace>,
 }
 
 /// The files that pin the pod's namespaces; None for a kind not asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PinnedNamespaces {
+    pub user: Option<PathBuf>,
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
@@ -77,6 +85,12 @@ pub fn pin_namespaces(dir: &Path, req: &NamespaceRequest) -> Result<PinnedNamesp
             flags |= *flag;
         }
     }
+    if req.userns.is_some() && flags != KINDS.iter().fold(CloneFlags::empty(), |a, k| a | k.1) {
+        return Err(Error::invalid(
+            "userns_options",
+            "a pod with a user namespace needs its own network, IPC and UTS namespaces",
+        ));
+    }
     if flags.is_empty() {
         return Ok(PinnedNamespaces::default());
     }
@@ -85,7 +99,10 @@ pub fn pin_namespaces(dir: &Path, req: &NamespaceRequest) -> Result<PinnedNamesp
     let req = req.clone();
     std::thread::Builder::new()
         .name("corral-pinns".into())
-        .spawn(move || pin_on_this_thread(&dir, &req, flags))
+        .spawn(move || match &req.userns {
+            Some(userns) => pin_with_userns(&dir, &req, userns, flags),
+            None => pin_on_this_thread(&dir, &req, flags),
+        })
         .map_err(Error::io("spawn namespace thread"))?
         .join()
         .map_err(|_| Error::Internal("namespace thread panicked".into()))?
@@ -131,7 +148,54 @@ fn pin_on_this_thread(
     Ok(pinned)
 }
 
+/// With a user namespace: a forked holder makes the namespaces (see [`userns`]), and each
+/// is pinned from its `/proc/<pid>/ns`, the user namespace first.
+fn pin_with_userns(
+    dir: &Path,
+    req: &NamespaceRequest,
+    userns: &UserNamespace,
+    flags: CloneFlags,
+) -> Result<PinnedNamespaces> {
+    let sysctls = req
+        .sysctls
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), sysctl::proc_path(k)?, v.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let hostname = req.hostname.as_deref().filter(|_| req.uts);
+    let holder = userns::spawn_holder(userns, flags, hostname, &sysctls)?;
+    let mut pinned = PinnedNamespaces::default();
+    let mut made: Vec<PathBuf> = Vec::new();
+    let slots = [
+        (USER, &mut pinned.user),
+        (KINDS[0].0, &mut pinned.net),
+        (KINDS[1].0, &mut pinned.ipc),
+        (KINDS[2].0, &mut pinned.uts),
+    ];
+    for (kind, slot) in slots {
+        let target = dir.join(kind);
+        let source = format!("/proc/{}/ns/{kind}", holder.pid);
+        match pin_from(&source, &target) {
+            Ok(()) => {
+                made.push(target.clone());
+                *slot = Some(target);
+            }
+            Err(err) => {
+                drop(holder);
+                let cleanup: Vec<Error> = made.iter().filter_map(|p| unpin(p).err()).collect();
+                return Err(err.with_cleanup(cleanup));
+            }
+        }
+    }
+    holder.finish();
+    Ok(pinned)
+}
+
 fn pin_one(kind: &str, target: &Path) -> Result<()> {
+    pin_from(&format!("/proc/thread-self/ns/{kind}"), target)
+}
+
+/// Bind the namespace file `source` on `target` (made empty first).
+fn pin_from(source: &str, target: &Path) -> Result<()> {
     if is_nsfs(target) {
         return Err(Error::AlreadyExists(format!(
             "pinned namespace {}",
@@ -144,9 +208,8 @@ fn pin_one(kind: &str, target: &Path) -> Result<()> {
         .truncate(false)
         .open(target)
         .map_err(Error::io(format!("create {}", target.display())))?;
-    let source = format!("/proc/thread-self/ns/{kind}");
     if let Err(e) = mount(
-        Some(source.as_str()),
+        Some(source),
         target,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -189,7 +252,8 @@ fn is_nsfs(path: &Path) -> bool {
 /// its veth on its own.
 pub fn release_namespaces(dir: &Path) -> Result<()> {
     let mut errors = Vec::new();
-    for (kind, _) in KINDS {
+    // The user namespace last: the others are its.
+    for kind in KINDS.iter().map(|(kind, _)| *kind).chain([USER]) {
         if let Err(e) = unpin(&dir.join(kind)) {
             errors.push(e);
         }

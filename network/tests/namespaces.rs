@@ -48,6 +48,7 @@ fn hostname_and_sysctls_inside_only() {
             ),
             ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
         ]),
+        userns: None,
     };
     let pinned = network::pin_namespaces(&pod, &req).expect("pin");
     let (net, ipc, uts) = (
@@ -163,4 +164,154 @@ fn bad_sysctls_are_rejected_and_nothing_is_left() {
         network::validate_sysctl("kernel.sem").ok(),
         Some(network::SysctlKind::Ipc)
     );
+}
+
+/// The (dev, inode) of a namespace file, or of the namespace an fd is on.
+fn ns_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// The user namespace that owns the namespace pinned at `path` (ioctl NS_GET_USERNS).
+fn owner_of(path: &std::path::Path) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let ns = File::open(path).expect("open ns");
+    // SAFETY: an open nsfs fd; the ioctl takes no argument and returns a new fd.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    assert!(fd >= 0, "NS_GET_USERNS on {}", path.display());
+    // SAFETY: the kernel just returned this fd.
+    let owner = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    ns_id(&owner.metadata().expect("stat owner"))
+}
+
+fn nsenter(args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args(args)
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "nsenter {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn user_namespace_owns_the_pod_namespaces() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("pod");
+    let map = network::IdMapping {
+        container_id: 0,
+        host_id: 300_000,
+        length: 65_536,
+    };
+    let req = NamespaceRequest {
+        net: true,
+        ipc: true,
+        uts: true,
+        hostname: Some("userns-pod".into()),
+        sysctls: BTreeMap::from([(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string(),
+        )]),
+        userns: Some(network::UserNamespace {
+            uids: vec![map],
+            gids: vec![map],
+        }),
+    };
+    let pinned = network::pin_namespaces(&pod, &req).expect("pin");
+    let user = pinned.user.clone().expect("user");
+    let user_id = ns_id(&std::fs::metadata(&user).expect("stat user"));
+    let host_user = ns_id(&std::fs::metadata("/proc/self/ns/user").expect("stat"));
+    assert_ne!(user_id, host_user, "a user namespace of its own");
+    for ns in [&pinned.net, &pinned.ipc, &pinned.uts] {
+        let ns = ns.clone().expect("pinned");
+        assert_eq!(
+            owner_of(&ns),
+            user_id,
+            "{} is not owned by the pod's",
+            ns.display()
+        );
+    }
+    let user_arg = format!("--user={}", user.display());
+    let uts_arg = format!("--uts={}", pinned.uts.clone().expect("uts").display());
+    let net_arg = format!("--net={}", pinned.net.clone().expect("net").display());
+    assert_eq!(
+        nsenter(&[&user_arg, "cat", "/proc/self/uid_map"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "300000", "65536"]
+    );
+    assert_eq!(
+        nsenter(&[&user_arg, "cat", "/proc/self/gid_map"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "300000", "65536"]
+    );
+    // setgroups stays allowed: the container sets its supplementary groups.
+    assert_eq!(
+        nsenter(&[&user_arg, "cat", "/proc/self/setgroups"]),
+        "allow"
+    );
+    assert_eq!(nsenter(&[&user_arg, &uts_arg, "hostname"]), "userns-pod");
+    assert_eq!(
+        nsenter(&[
+            &user_arg,
+            &net_arg,
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+        ]),
+        "0"
+    );
+    // The holder is gone: only the pins keep the namespaces.
+    assert_eq!(mounts_under(dir.path()).len(), 4);
+    network::release_namespaces(&pod).expect("release");
+    assert_eq!(mounts_under(dir.path()), Vec::<String>::new());
+    for kind in ["user", "net", "ipc", "uts"] {
+        assert!(!pod.join(kind).exists(), "{kind} left");
+    }
+}
+
+#[test]
+fn user_namespace_needs_all_three_and_a_valid_map() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pod = dir.path().join("pod");
+    let map = network::IdMapping {
+        container_id: 0,
+        host_id: 300_000,
+        length: 65_536,
+    };
+    let userns = network::UserNamespace {
+        uids: vec![map],
+        gids: vec![map],
+    };
+    let req = NamespaceRequest {
+        net: true,
+        ipc: false,
+        uts: true,
+        userns: Some(userns.clone()),
+        ..Default::default()
+    };
+    let err = network::pin_namespaces(&pod, &req).expect_err("host IPC with a userns");
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    // Two overlapping lines: the kernel refuses the map, named as the request's field.
+    let req = NamespaceRequest {
+        net: true,
+        ipc: true,
+        uts: true,
+        userns: Some(network::UserNamespace {
+            uids: vec![map, map],
+            gids: vec![map],
+        }),
+        ..Default::default()
+    };
+    let err = network::pin_namespaces(&pod, &req).expect_err("overlapping maps");
+    assert!(
+        matches!(&err.kind(), ErrorKind::InvalidArgument { field } if field.contains("uid")),
+        "{err}"
+    );
+    assert_eq!(mounts_under(dir.path()), Vec::<String>::new());
 }

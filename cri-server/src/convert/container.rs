@@ -175,6 +175,11 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
                 ))
             }
         };
+    let userns = super::sandbox::userns(
+        sc.namespace_options
+            .as_ref()
+            .and_then(|n| n.userns_options.as_ref()),
+    )?;
     let (pid, target_id) = match &sc.namespace_options {
         Some(ns) => (
             Some(namespace_mode(
@@ -198,6 +203,7 @@ fn security(sc: Option<&proto::LinuxContainerSecurityContext>) -> Result<Securit
         drop_capabilities: caps.drop_capabilities,
         pid,
         target_id,
+        userns,
         // Exactly the request's lists, as containerd and CRI-O: kubelet sends the default
         // lists for procMount Default and empty ones for Unmasked, which must mask nothing.
         masked_paths: Some(sc.masked_paths.clone()),

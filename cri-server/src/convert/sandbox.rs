@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use runtime::sandbox::{
-    DnsConfig, NamespaceMode, PortMapping, Protocol, SandboxConfig, SandboxRecord, SandboxState,
+    DnsConfig, IdMapping, NamespaceMode, PortMapping, Protocol, SandboxConfig, SandboxRecord,
+    SandboxState, UserNamespace,
 };
 
 use super::resources::resources;
@@ -31,6 +32,64 @@ fn to_proto_mode(m: NamespaceMode) -> i32 {
         NamespaceMode::Node => proto::NamespaceMode::Node,
         NamespaceMode::Target => proto::NamespaceMode::Target,
     }) as i32
+}
+
+/// `userns_options` of a pod: None or NODE is the host's user namespace, POD the pod's own
+/// with the request's maps (checked by the runtime); CONTAINER and TARGET are refused, as
+/// the CRI says.
+/// The same field names in PodSandboxConfig and ContainerConfig.
+pub fn userns(
+    u: Option<&proto::UserNamespace>,
+) -> Result<Option<(NamespaceMode, UserNamespace)>, CriError> {
+    const MODE: &str = "config.linux.security_context.namespace_options.userns_options.mode";
+    const UIDS: &str = "config.linux.security_context.namespace_options.userns_options.uids";
+    let Some(u) = u else { return Ok(None) };
+    let mode = namespace_mode(u.mode, MODE)?;
+    if matches!(mode, NamespaceMode::Container | NamespaceMode::Target) {
+        return Err(CriError::invalid(MODE, "a user namespace is POD or NODE"));
+    }
+    let maps = |m: &[proto::IdMapping]| -> Vec<IdMapping> {
+        m.iter()
+            .map(|m| IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    if mode == NamespaceMode::Node && !(u.uids.is_empty() && u.gids.is_empty()) {
+        return Err(CriError::invalid(UIDS, "mode NODE takes no mappings"));
+    }
+    Ok(Some((
+        mode,
+        UserNamespace {
+            uids: maps(&u.uids),
+            gids: maps(&u.gids),
+        },
+    )))
+}
+
+fn to_proto_userns(u: Option<&UserNamespace>) -> proto::UserNamespace {
+    let maps = |m: &[IdMapping]| {
+        m.iter()
+            .map(|m| proto::IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    match u {
+        Some(u) => proto::UserNamespace {
+            mode: proto::NamespaceMode::Pod as i32,
+            uids: maps(&u.uids),
+            gids: maps(&u.gids),
+        },
+        None => proto::UserNamespace {
+            mode: proto::NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+    }
 }
 
 fn port(v: i32, what: &str, allow_zero: bool) -> Result<u16, CriError> {
@@ -88,6 +147,9 @@ pub fn sandbox_config(
             host_ip,
         });
     }
+    let userns = userns(ns.userns_options.as_ref())?
+        .filter(|(mode, _)| *mode == NamespaceMode::Pod)
+        .map(|(_, maps)| maps);
     let cgroup_parent = Some(linux.cgroup_parent).filter(|p| !p.is_empty());
     let resources = linux
         .resources
@@ -125,6 +187,7 @@ pub fn sandbox_config(
         cgroup_parent,
         sysctls: linux.sysctls.into_iter().collect(),
         runtime_handler,
+        userns,
         resources,
     })
 }
@@ -175,7 +238,7 @@ pub fn to_status(r: &SandboxRecord, host_ip: Option<String>) -> proto::PodSandbo
                     pid: to_proto_mode(r.config.pid),
                     ipc: to_proto_mode(r.config.ipc),
                     target_id: String::new(),
-                    userns_options: None,
+                    userns_options: Some(to_proto_userns(r.config.userns.as_ref())),
                 }),
             }),
         }),
@@ -194,5 +257,59 @@ pub fn to_list_item(r: &SandboxRecord) -> proto::PodSandbox {
         labels: map(&r.config.labels),
         annotations: map(&r.config.annotations),
         runtime_handler: r.config.runtime_handler.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(container_id: u32) -> proto::IdMapping {
+        proto::IdMapping {
+            container_id,
+            host_id: 65536,
+            length: 65536,
+        }
+    }
+
+    #[test]
+    fn userns_options_modes() {
+        assert_eq!(userns(None).ok(), Some(None));
+        let pod = proto::UserNamespace {
+            mode: proto::NamespaceMode::Pod as i32,
+            uids: vec![mapping(0)],
+            gids: vec![mapping(0)],
+        };
+        let (mode, maps) = userns(Some(&pod)).ok().flatten().expect("POD");
+        assert_eq!(mode, NamespaceMode::Pod);
+        assert_eq!(maps.uids[0].host_id, 65536);
+        assert_eq!(to_proto_userns(Some(&maps)), pod);
+        assert_eq!(
+            to_proto_userns(None).mode,
+            proto::NamespaceMode::Node as i32
+        );
+        for (bad, field) in [
+            (
+                proto::NamespaceMode::Container as i32,
+                "userns_options.mode",
+            ),
+            (proto::NamespaceMode::Target as i32, "userns_options.mode"),
+            (42, "userns_options.mode"),
+        ] {
+            let u = proto::UserNamespace {
+                mode: bad,
+                ..Default::default()
+            };
+            match userns(Some(&u)) {
+                Err(CriError::InvalidArgument { field: f, .. }) => assert!(f.ends_with(field)),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let node_with_maps = proto::UserNamespace {
+            mode: proto::NamespaceMode::Node as i32,
+            uids: vec![mapping(0)],
+            ..Default::default()
+        };
+        assert!(userns(Some(&node_with_maps)).is_err());
     }
 }

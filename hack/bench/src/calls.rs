@@ -61,6 +61,9 @@ pub struct Bench {
     pub cgroup_root: String,
     /// Pods' log directories are `<log_dir>/<tag><i>`.
     pub log_dir: PathBuf,
+    /// Every pod gets its own user namespace (`hostUsers: false`) with these maps
+    /// (container 0 → host `userns_host_id`, 65536 ids).
+    pub userns_host_id: Option<u32>,
 }
 
 /// A pod of this run: `tag` names the mode that made it, `i` its index.
@@ -102,7 +105,7 @@ impl Bench {
             linux: Some(proto::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent(pod),
                 security_context: Some(proto::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(self.namespaces()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -126,7 +129,7 @@ impl Bench {
             labels: HashMap::from([(LABEL.to_string(), self.run_id.clone())]),
             linux: Some(proto::LinuxContainerConfig {
                 security_context: Some(proto::LinuxContainerSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(self.namespaces()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -172,12 +175,29 @@ impl Bench {
 }
 
 /// Network and IPC of the pod, a PID namespace per container: kubelet's defaults.
-fn namespaces() -> proto::NamespaceOption {
-    proto::NamespaceOption {
-        network: proto::NamespaceMode::Pod as i32,
-        pid: proto::NamespaceMode::Container as i32,
-        ipc: proto::NamespaceMode::Pod as i32,
-        ..Default::default()
+impl Bench {
+    /// What kubelet sends for a pod without shareProcessNamespace (and, with
+    /// `--userns-host-id`, with `hostUsers: false`).
+    fn namespaces(&self) -> proto::NamespaceOption {
+        let userns_options = self.userns_host_id.map(|host_id| {
+            let map = vec![proto::IdMapping {
+                container_id: 0,
+                host_id,
+                length: 65536,
+            }];
+            proto::UserNamespace {
+                mode: proto::NamespaceMode::Pod as i32,
+                uids: map.clone(),
+                gids: map,
+            }
+        });
+        proto::NamespaceOption {
+            network: proto::NamespaceMode::Pod as i32,
+            pid: proto::NamespaceMode::Container as i32,
+            ipc: proto::NamespaceMode::Pod as i32,
+            userns_options,
+            ..Default::default()
+        }
     }
 }
 

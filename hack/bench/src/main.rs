@@ -51,6 +51,10 @@ struct Cli {
     /// under the temp dir when not given.
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Give every pod its own user namespace (`hostUsers: false`), container root mapped
+    /// to this host id (65536 ids), to compare with pods without one.
+    #[arg(long)]
+    userns_host_id: Option<u32>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         run_id,
         cgroup_root: cli.cgroup_root.clone(),
         log_dir: log_dir.clone(),
+        userns_host_id: cli.userns_host_id,
     };
 
     let outcome = run_mode(&mut b, cli.mode, json).await;

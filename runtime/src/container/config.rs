@@ -123,6 +123,10 @@ pub struct SecurityConfig {
     /// TARGET (another container's, `target_id`).
     pub pid: Option<NamespaceMode>,
     pub target_id: String,
+    /// The request's `userns_options`, when given: its mode and maps, which must be the
+    /// pod's (POD with the pod's maps, or NODE for a pod without a user namespace).
+    #[serde(default)]
+    pub userns: Option<(NamespaceMode, crate::sandbox::UserNamespace)>,
     /// None: containerd's default list; given: exactly these. CRI gives a list always:
     /// kubelet sends the defaults for procMount Default and an empty list for Unmasked.
     pub masked_paths: Option<Vec<String>>,

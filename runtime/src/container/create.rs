@@ -132,6 +132,7 @@ impl Containers {
             }
             _ => None,
         };
+        check_userns(&config.security, &pod.config)?;
         let pidns = pod.dir.join(crate::shim::protocol::PIDNS_FILE);
         let pod_info = spec::PodInfo {
             pod_id: pod.id.clone(),
@@ -144,12 +145,14 @@ impl Containers {
             utsns: pod.utsns.clone(),
             pidns: (pod.config.pid == NamespaceMode::Pod && pidns.exists()).then_some(pidns),
             host_network: pod.config.host_network(),
+            userns: pod.userns.clone().zip(pod.config.userns.clone()),
         };
         let oci = {
             let config = config.clone();
             let info = info.clone();
             let layers = layers.clone();
             let cdi_dirs = self.cdi_spec_dirs.clone();
+            let userns = pod_info.userns.is_some();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 // CDI names are checked before anything else is built.
                 let cdi = super::cdi::resolve(&cdi_dirs, &config.cdi_devices)?;
@@ -161,6 +164,12 @@ impl Containers {
                     target_pid,
                 })?;
                 super::cdi::apply(&mut oci, &cdi)?;
+                if userns {
+                    // CDI's binds too.
+                    let mut mounts = oci.mounts().clone().unwrap_or_default();
+                    spec::mark_idmapped_binds(&mut mounts);
+                    oci.set_mounts(Some(mounts));
+                }
                 Ok(oci)
             })
             .await
@@ -368,5 +377,119 @@ fn log_dir(dir: &str) -> PathBuf {
     match dir {
         "" => PathBuf::from("/"),
         dir => PathBuf::from(dir),
+    }
+}
+
+/// A container's `userns_options` must say what its pod has (kubelet sends the pod's):
+/// POD with the pod's maps (or none) in a pod with a user namespace, NODE in one without.
+fn check_userns(
+    sec: &super::config::SecurityConfig,
+    pod: &crate::sandbox::SandboxConfig,
+) -> Result<()> {
+    const F: &str = "config.linux.security_context.namespace_options.userns_options";
+    let Some((mode, maps)) = &sec.userns else {
+        return Ok(());
+    };
+    let empty = maps.uids.is_empty() && maps.gids.is_empty();
+    match (mode, &pod.userns) {
+        (NamespaceMode::Node, None) => Ok(()),
+        (NamespaceMode::Pod, Some(ours)) if empty || maps == ours => Ok(()),
+        (NamespaceMode::Pod, Some(_)) => Err(Error::invalid(
+            F,
+            "a container's mappings must be its pod's",
+        )),
+        (NamespaceMode::Pod, None) => Err(Error::invalid(
+            format!("{F}.mode"),
+            "the pod has no user namespace of its own",
+        )),
+        (NamespaceMode::Node, Some(_)) => Err(Error::invalid(
+            format!("{F}.mode"),
+            "the pod has a user namespace: a container cannot use the host's",
+        )),
+        (NamespaceMode::Container | NamespaceMode::Target, _) => Err(Error::invalid(
+            format!("{F}.mode"),
+            "only POD and NODE are supported",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{IdMapping, UserNamespace};
+
+    fn ns(host_id: u32) -> UserNamespace {
+        let m = IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        };
+        UserNamespace {
+            uids: vec![m],
+            gids: vec![m],
+        }
+    }
+
+    #[test]
+    fn a_containers_user_namespace_is_its_pods() {
+        // A record of a version before user namespaces (no `userns`) still reads.
+        let pod = |userns: Option<UserNamespace>| {
+            let mut c: crate::sandbox::SandboxConfig = serde_json::from_value(serde_json::json!({
+                "name": "p", "uid": "u", "namespace": "n", "attempt": 0, "hostname": "",
+                "log_directory": "", "labels": {}, "annotations": {}, "dns": null,
+                "port_mappings": [], "network": "Pod", "pid": "Pod", "ipc": "Pod",
+                "cgroup_parent": null, "sysctls": {}, "runtime_handler": ""
+            }))
+            .expect("config");
+            c.userns = userns;
+            c
+        };
+        let sec =
+            |userns: Option<(NamespaceMode, UserNamespace)>| super::super::config::SecurityConfig {
+                userns,
+                ..Default::default()
+            };
+        let ok = [
+            (sec(None), pod(Some(ns(65536)))),
+            (sec(None), pod(None)),
+            (
+                sec(Some((NamespaceMode::Pod, ns(65536)))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Pod, UserNamespace::default()))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Node, UserNamespace::default()))),
+                pod(None),
+            ),
+        ];
+        for (s, p) in &ok {
+            assert!(check_userns(s, p).is_ok(), "{s:?}");
+        }
+        let bad = [
+            (
+                sec(Some((NamespaceMode::Pod, ns(131072)))),
+                pod(Some(ns(65536))),
+            ),
+            (sec(Some((NamespaceMode::Pod, ns(65536)))), pod(None)),
+            (
+                sec(Some((NamespaceMode::Node, UserNamespace::default()))),
+                pod(Some(ns(65536))),
+            ),
+            (
+                sec(Some((NamespaceMode::Container, UserNamespace::default()))),
+                pod(None),
+            ),
+        ];
+        for (s, p) in &bad {
+            match check_userns(s, p) {
+                Err(Error::InvalidArgument { field, .. }) => {
+                    assert!(field.contains("userns_options"), "{field}")
+                }
+                other => panic!("{s:?}: {other:?}"),
+            }
+        }
     }
 }

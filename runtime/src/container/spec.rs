@@ -48,6 +48,8 @@ pub struct PodInfo {
     /// The pod's PID namespace, when the pod shares one (pid mode POD, with a pause).
     pub pidns: Option<PathBuf>,
     pub host_network: bool,
+    /// The pod's pinned user namespace and its maps, when it has one.
+    pub userns: Option<(PathBuf, crate::sandbox::UserNamespace)>,
 }
 
 pub struct SpecInput<'a> {
@@ -269,9 +271,15 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
     };
 
     let mut linux = Linux::default();
+    // The pod's maps, for the executor (the rootfs's owner) and for readers of the spec;
+    // the namespace itself is joined by path.
+    let (uid_mappings, gid_mappings) = match &input.pod.userns {
+        Some((_, ns)) => (Some(oci_maps(&ns.uids)?), Some(oci_maps(&ns.gids)?)),
+        None => (None, None),
+    };
     linux
-        .set_uid_mappings(None)
-        .set_gid_mappings(None)
+        .set_uid_mappings(uid_mappings)
+        .set_gid_mappings(gid_mappings)
         // Namespaced sysctls are the pod's, applied in its pinned namespaces.
         .set_sysctl(None)
         .set_resources(Some(resources(config.resources.as_ref(), device_rules)?))
@@ -288,6 +296,10 @@ fn build_with(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
         .set_time_offsets(None);
 
     let mut spec = Spec::default();
+    let mut mounts = mounts;
+    if input.pod.userns.is_some() {
+        mark_idmapped_binds(&mut mounts);
+    }
     spec.set_version(oci_spec::runtime::version())
         .set_root(Some(root))
         .set_mounts(Some(mounts))
@@ -914,6 +926,33 @@ fn devices(
     Ok((devices, all_rules))
 }
 
+fn oci_maps(maps: &[crate::sandbox::IdMapping]) -> Result<Vec<oci_spec::runtime::LinuxIdMapping>> {
+    maps.iter()
+        .map(|m| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .map_err(|e| Error::Internal(format!("id mapping: {e}")))
+        })
+        .collect()
+}
+
+/// In a pod with a user namespace every bind mount is idmapped with the pod's maps (the
+/// executor does it; runc's option name): the host's files keep their owners inside.
+pub(super) fn mark_idmapped_binds(mounts: &mut [Mount]) {
+    for m in mounts {
+        let mut options = m.options().clone().unwrap_or_default();
+        let bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        if bind && !options.iter().any(|o| o == "idmap" || o == "ridmap") {
+            options.push("idmap".into());
+            m.set_options(Some(options));
+        }
+    }
+}
+
 fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
     let mut ns = LinuxNamespace::default();
     ns.set_typ(typ).set_path(path);
@@ -931,6 +970,9 @@ fn namespaces(
     host: &Host,
 ) -> Result<Vec<LinuxNamespace>> {
     let mut out = vec![namespace(LinuxNamespaceType::Mount, None)];
+    if let Some((path, _)) = &pod.userns {
+        out.push(namespace(LinuxNamespaceType::User, Some(path.clone())));
+    }
     match (&pod.netns, pod.host_network) {
         (_, true) => {}
         (Some(path), false) => out.push(namespace(LinuxNamespaceType::Network, Some(path.clone()))),
@@ -1124,6 +1166,7 @@ mod tests {
                 utsns: Some(pod_dir.join("uts")),
                 pidns: None,
                 host_network: false,
+                userns: None,
             };
             Fixture {
                 config: ContainerConfig {
@@ -1558,6 +1601,59 @@ mod tests {
             .into_iter()
             .find(|(t, _)| *t == LinuxNamespaceType::Pid)
             .map(|(_, p)| p)
+    }
+
+    #[test]
+    fn user_namespace_is_joined_first_and_binds_are_idmapped() {
+        let mut f = Fixture::new();
+        let pod_dir = f.dir.path().join("pod");
+        let map = crate::sandbox::IdMapping {
+            container_id: 0,
+            host_id: 200_000,
+            length: 65_536,
+        };
+        f.pod.userns = Some((
+            pod_dir.join("user"),
+            crate::sandbox::UserNamespace {
+                uids: vec![map],
+                gids: vec![map],
+            },
+        ));
+        let s = f.spec();
+        let list = ns(&s);
+        assert_eq!(
+            list.get(1),
+            Some(&(LinuxNamespaceType::User, Some(pod_dir.join("user"))))
+        );
+        let linux = s.linux().as_ref().expect("linux");
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let maps = maps.as_ref().expect("maps");
+            assert_eq!(maps.len(), 1);
+            assert_eq!(
+                (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+                (0, 200_000, 65_536)
+            );
+        }
+        for m in s.mounts().iter().flatten() {
+            let options = m.options().clone().unwrap_or_default();
+            let bind = options.iter().any(|o| o == "rbind" || o == "bind");
+            let idmap = options.iter().any(|o| o == "idmap");
+            assert_eq!(bind, idmap, "{:?}: {options:?}", m.destination());
+        }
+        // Without one: no user namespace, no maps, no idmap.
+        f.pod.userns = None;
+        let s = f.spec();
+        assert!(!ns(&s).iter().any(|(t, _)| *t == LinuxNamespaceType::User));
+        assert!(s
+            .linux()
+            .as_ref()
+            .and_then(|l| l.uid_mappings().as_ref())
+            .is_none());
+        assert!(!s.mounts().iter().flatten().any(|m| m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "idmap")));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::PodCgroup;
-pub use network::{NetworkConfig, NetworkMode, PortMapping, Protocol};
+pub use network::{IdMapping, NetworkConfig, NetworkMode, PortMapping, Protocol, UserNamespace};
 
 use crate::error::{Error, Result};
 use crate::store::Db;
@@ -63,6 +63,10 @@ pub struct SandboxConfig {
     pub cgroup_parent: Option<String>,
     pub sysctls: BTreeMap<String, String>,
     pub runtime_handler: String,
+    /// The pod's own user namespace (CRI `userns_options` mode POD) with its maps; None:
+    /// the host's (mode NODE). Absent in records of older versions.
+    #[serde(default)]
+    pub userns: Option<UserNamespace>,
     /// Pod-level limits (kubelet's pod resources, or the runtime class overhead), written
     /// at run to a `cgroup_parent` that the run made (a caller's own parent is never
     /// written: kubelet sets them there itself). Not persisted: they live in the cgroup files.
@@ -119,6 +123,10 @@ pub struct SandboxRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pinned user namespace that owns `netns`, `ipcns` and `utsns`, when the pod has
+    /// its own.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     pub shim_pid: Option<i32>,
     pub pause_pid: Option<i32>,
     /// The pod's own cgroup below its parent (shim, pause). Absent in records of older
@@ -163,6 +171,9 @@ pub struct Sandboxes {
     creating: Mutex<HashSet<String>>,
     /// Serialises state changes per pod (stop vs remove vs a second stop).
     locks: crate::locks::KeyedLocks,
+    /// Whether pods may have their own user namespace here, else why not
+    /// ([`Sandboxes::probe_user_namespaces`]).
+    userns_support: std::result::Result<(), String>,
 }
 
 impl Sandboxes {
@@ -220,6 +231,7 @@ impl Sandboxes {
             network_error,
             creating: Mutex::new(HashSet::new()),
             locks: Default::default(),
+            userns_support: Err("not probed".into()),
         };
         sandboxes.recover().await?;
         Ok(sandboxes)
@@ -246,6 +258,48 @@ impl Sandboxes {
             Some(PodNetwork::Cni(_)) => "cni",
             _ => "native",
         }
+    }
+
+    /// Probe once, at start, whether this kernel and these filesystems can run pods with
+    /// their own user namespace (`layers_dir`: where image snapshots and writable layers
+    /// live): a user namespace, idmapped mounts of `layers_dir`'s and the state dir's
+    /// filesystems and of a tmpfs, and an overlay over idmapped layers.
+    pub async fn probe_user_namespaces(&mut self, layers_dir: &Path) {
+        let layers_dir = layers_dir.to_path_buf();
+        let state_dir = self.pods_dir.clone();
+        let probed = tokio::task::spawn_blocking(move || {
+            let maps = UserNamespace {
+                uids: vec![IdMapping {
+                    container_id: 0,
+                    host_id: 1_000_000,
+                    length: 65536,
+                }],
+                gids: vec![IdMapping {
+                    container_id: 0,
+                    host_id: 1_000_000,
+                    length: 65536,
+                }],
+            };
+            network::with_user_namespace(&maps, |userns| {
+                crate::shim::init::probe_user_namespaces(&layers_dir, &state_dir, userns)
+            })
+            .map_err(|e| e.to_string())?
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("probe task: {e}")));
+        match &probed {
+            Ok(()) => tracing::info!("pods may have their own user namespace"),
+            Err(why) => tracing::warn!(%why, "pods with their own user namespace are refused"),
+        }
+        self.userns_support = probed;
+    }
+
+    /// `Ok` when pods may have their own user namespace, else why not.
+    pub fn user_namespaces(&self) -> std::result::Result<(), &str> {
+        self.userns_support
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 
     pub async fn set_pod_cidr(&self, cidr: &str) -> Result<()> {

@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use super::{cgroup, files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes};
+use super::{
+    cgroup, files, NamespaceMode, SandboxConfig, SandboxRecord, SandboxState, Sandboxes,
+    UserNamespace,
+};
 use crate::error::{Error, Result};
 
 /// What a run has made so far, for the rollback.
@@ -20,6 +23,14 @@ struct Made {
 impl Sandboxes {
     pub async fn run(&self, config: SandboxConfig) -> Result<SandboxRecord> {
         validate(&config)?;
+        if config.userns.is_some() {
+            self.user_namespaces().map_err(|why| {
+                Error::invalid(
+                    "config.linux.security_context.namespace_options.userns_options",
+                    format!("this node cannot run pods with a user namespace: {why}"),
+                )
+            })?;
+        }
         let unique = config.unique_name();
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,6 +94,7 @@ impl Sandboxes {
             uts: !host_net,
             hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
             sysctls: config.sysctls.clone(),
+            userns: config.userns.clone(),
         };
         let ns_dir = dir.clone();
         let pinned = tokio::task::spawn_blocking(move || network::pin_namespaces(&ns_dir, &req))
@@ -138,6 +150,7 @@ impl Sandboxes {
             netns: pinned.net,
             ipcns: pinned.ipc,
             utsns: pinned.uts,
+            userns: pinned.user,
             shim_pid: None,
             pause_pid: None,
             cgroup: None,
@@ -173,6 +186,7 @@ impl Sandboxes {
             netns: record.netns.clone(),
             ipcns: record.ipcns.clone(),
             utsns: record.utsns.clone(),
+            userns: record.userns.clone(),
             log: None,
             cgroup_procs,
         };
@@ -223,6 +237,58 @@ impl Sandboxes {
     }
 }
 
+/// The CRI's rules for a pod's user namespace (one uid and one gid mapping, each mapping
+/// the container's root) plus Kubernetes' (no host network, PID or IPC namespace with it),
+/// and ours: the host's root is never inside the range.
+fn validate_userns(c: &SandboxConfig, userns: &UserNamespace) -> Result<()> {
+    const F: &str = "config.linux.security_context.namespace_options.userns_options";
+    for (name, maps) in [("uids", &userns.uids), ("gids", &userns.gids)] {
+        let field = format!("{F}.{name}");
+        let [m] = maps.as_slice() else {
+            return Err(Error::invalid(
+                field,
+                format!("exactly one mapping is supported, got {}", maps.len()),
+            ));
+        };
+        if m.container_id != 0 {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "the mapping must start at container id 0, not {}",
+                    m.container_id
+                ),
+            ));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} ids from host id {} do not fit in 32 bits",
+                    m.length, m.host_id
+                ),
+            ));
+        }
+        if m.host_id == 0 {
+            return Err(Error::invalid(
+                field,
+                "the host's root (id 0) must not be mapped into a pod",
+            ));
+        }
+    }
+    let shared = [
+        (c.network == NamespaceMode::Node, "network"),
+        (c.pid == NamespaceMode::Node, "pid"),
+        (c.ipc == NamespaceMode::Node, "ipc"),
+    ];
+    if let Some((_, ns)) = shared.iter().find(|(node, _)| *node) {
+        return Err(Error::invalid(
+            format!("config.linux.security_context.namespace_options.{ns}"),
+            "a pod with its own user namespace cannot share the host's",
+        ));
+    }
+    Ok(())
+}
+
 fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes)
@@ -247,6 +313,9 @@ fn validate(c: &SandboxConfig) -> Result<()> {
             "config.linux.security_context.namespace_options.ipc",
             "a pod's IPC namespace is POD or NODE",
         ));
+    }
+    if let Some(userns) = &c.userns {
+        validate_userns(c, userns)?;
     }
     if c.pid == NamespaceMode::Target {
         return Err(Error::invalid(
@@ -287,4 +356,91 @@ fn validate(c: &SandboxConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::IdMapping;
+
+    fn config(userns: Option<UserNamespace>) -> SandboxConfig {
+        SandboxConfig {
+            name: "p".into(),
+            uid: "u".into(),
+            namespace: "n".into(),
+            attempt: 0,
+            hostname: String::new(),
+            log_directory: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            dns: None,
+            port_mappings: Vec::new(),
+            network: NamespaceMode::Pod,
+            pid: NamespaceMode::Pod,
+            ipc: NamespaceMode::Pod,
+            cgroup_parent: None,
+            sysctls: Default::default(),
+            runtime_handler: String::new(),
+            userns,
+            resources: None,
+        }
+    }
+
+    fn maps(uids: Vec<(u32, u32, u32)>, gids: Vec<(u32, u32, u32)>) -> UserNamespace {
+        let m = |v: Vec<(u32, u32, u32)>| {
+            v.into_iter()
+                .map(|(container_id, host_id, length)| IdMapping {
+                    container_id,
+                    host_id,
+                    length,
+                })
+                .collect()
+        };
+        UserNamespace {
+            uids: m(uids),
+            gids: m(gids),
+        }
+    }
+
+    fn refused_field(c: &SandboxConfig) -> String {
+        match validate(c) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("want InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_namespace_maps_follow_the_cri_rules() {
+        let good = (0, 65536, 65536);
+        assert!(validate(&config(Some(maps(vec![good], vec![good])))).is_ok());
+        assert!(validate(&config(None)).is_ok());
+        let uids = "config.linux.security_context.namespace_options.userns_options.uids";
+        let gids = "config.linux.security_context.namespace_options.userns_options.gids";
+        for (bad, field) in [
+            (maps(vec![good, (0, 1000, 10)], vec![good]), uids),
+            (maps(vec![], vec![good]), uids),
+            (maps(vec![good], vec![(1, 1000, 10)]), gids),
+            (maps(vec![(0, 0, 65536)], vec![good]), uids),
+            (maps(vec![(0, 1000, 0)], vec![good]), uids),
+            (maps(vec![(0, u32::MAX, 2)], vec![good]), uids),
+        ] {
+            assert_eq!(refused_field(&config(Some(bad.clone()))), field, "{bad:?}");
+        }
+        for (mode, field) in [
+            (
+                "network",
+                "config.linux.security_context.namespace_options.network",
+            ),
+            ("pid", "config.linux.security_context.namespace_options.pid"),
+            ("ipc", "config.linux.security_context.namespace_options.ipc"),
+        ] {
+            let mut c = config(Some(maps(vec![good], vec![good])));
+            match mode {
+                "network" => c.network = NamespaceMode::Node,
+                "pid" => c.pid = NamespaceMode::Node,
+                _ => c.ipc = NamespaceMode::Node,
+            }
+            assert_eq!(refused_field(&c), field);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! corral-shim --pod-id <id> --dir <pod state dir> [--share-pid]
-//!             [--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>]
+//!             [--userns <path>] [--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>]
 //!             [--cgroup <cgroup.procs file>]...
 //! ```
 //!
@@ -13,7 +13,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: corral-shim --pod-id <id> --dir <pod state dir> [--share-pid] \
-[--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>] [--cgroup <procs file>]...";
+[--userns <path>] [--netns <path>] [--ipcns <path>] [--utsns <path>] [--log <file>] \
+[--cgroup <procs file>]...";
 
 /// The parsed command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Args {
     pub dir: PathBuf,
     /// Start a pause as PID 1 of a new PID namespace shared by the pod.
     pub share_pid: bool,
+    /// The pod's user namespace, which owns the others: the pause joins it first.
+    pub userns: Option<PathBuf>,
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
@@ -56,6 +59,7 @@ impl Args {
                 }
                 "--dir" => dir = Some(PathBuf::from(value(flag)?)),
                 "--share-pid" => out.share_pid = true,
+                "--userns" => out.userns = Some(value(flag)?.into()),
                 "--netns" => out.netns = Some(value(flag)?.into()),
                 "--ipcns" => out.ipcns = Some(value(flag)?.into()),
                 "--utsns" => out.utsns = Some(value(flag)?.into()),
@@ -68,10 +72,16 @@ impl Args {
         let dir = dir.ok_or("--dir is required")?;
         // The shim changes to `/` at start, so every path it keeps must be absolute.
         out.dir = std::path::absolute(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
-        for path in [&mut out.netns, &mut out.ipcns, &mut out.utsns, &mut out.log]
-            .into_iter()
-            .flatten()
-            .chain(out.cgroup_procs.iter_mut())
+        for path in [
+            &mut out.userns,
+            &mut out.netns,
+            &mut out.ipcns,
+            &mut out.utsns,
+            &mut out.log,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(out.cgroup_procs.iter_mut())
         {
             *path = std::path::absolute(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -90,6 +100,7 @@ impl Args {
             out.push("--share-pid".into());
         }
         for (flag, path) in [
+            ("--userns", &self.userns),
             ("--netns", &self.netns),
             ("--ipcns", &self.ipcns),
             ("--utsns", &self.utsns),
@@ -124,6 +135,8 @@ mod tests {
             "--dir",
             "/run/corral/pods/p1",
             "--share-pid",
+            "--userns",
+            "/run/user",
             "--netns",
             "/run/n",
             "--utsns",
@@ -140,6 +153,7 @@ mod tests {
                 pod_id: "p1".into(),
                 dir: "/run/corral/pods/p1".into(),
                 share_pid: true,
+                userns: Some("/run/user".into()),
                 netns: Some("/run/n".into()),
                 utsns: Some("/run/u".into()),
                 cgroup_procs: vec![

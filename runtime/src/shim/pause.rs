@@ -1,7 +1,7 @@
 //! The pause: PID 1 of the pod's own PID namespace, when the pod shares one.
 //!
 //! ```text
-//! shim ──fork──▶ A: setns(net, ipc, uts), unshare(CLONE_NEWPID) ──fork──▶ B (PID 1), A exits
+//! shim ──fork──▶ A: setns(user, net, ipc, uts), unshare(CLONE_NEWPID) ──fork──▶ B (PID 1), A exits
 //! ```
 //!
 //! B is a fork of the shim, not an exec, so it costs only the few pages it touches and
@@ -51,7 +51,10 @@ impl Pause {
 /// Start the pause in the pod's namespaces and pin its PID namespace under `dir`.
 pub fn start(dir: &Path, args: &Args) -> Result<Pause, String> {
     let mut joins: Vec<(File, CloneFlags, &str)> = Vec::new();
+    // The user namespace first: the others are its, and so is the PID namespace made
+    // after joining it, which the containers' /proc mounts need.
     for (path, flag, name) in [
+        (&args.userns, CloneFlags::CLONE_NEWUSER, "userns"),
         (&args.netns, CloneFlags::CLONE_NEWNET, "netns"),
         (&args.ipcns, CloneFlags::CLONE_NEWIPC, "ipcns"),
         (&args.utsns, CloneFlags::CLONE_NEWUTS, "utsns"),
@@ -107,6 +110,11 @@ fn starter(joins: &[(File, CloneFlags, &str)], report: OwnedFd) -> ! {
     let result = (|| {
         for (file, flag, name) in joins {
             setns(file, *flag).map_err(|e| format!("joining the pod's {name}: {e}"))?;
+            if *flag == CloneFlags::CLONE_NEWUSER {
+                // Not the host's root inside (unmapped there): the namespace's own.
+                super::init::become_userns_root()
+                    .map_err(|e| format!("becoming root of the pod's userns: {e}"))?;
+            }
         }
         unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
         // SAFETY: A is single-threaded (a fork of the single-threaded shim); B never

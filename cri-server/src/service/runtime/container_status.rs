@@ -20,7 +20,16 @@ impl CriService {
                 .spec_json(&record)
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or_default();
+            // The pod's user namespace maps, when it has one (also in the spec's `linux`).
+            let linux = &spec["linux"];
+            let userns = (!linux["uidMappings"].is_null()).then(|| {
+                serde_json::json!({
+                    "uidMappings": linux["uidMappings"],
+                    "gidMappings": linux["gidMappings"],
+                })
+            });
             let verbose = serde_json::json!({
+                "userNamespace": userns,
                 "pid": record.pid,
                 "sandboxID": record.pod_id,
                 "bundle": record.bundle,

@@ -45,16 +45,22 @@ impl CriService {
             let (apparmor, seccomp) = security_info(apparmor);
             info.insert("apparmor".to_string(), apparmor);
             info.insert("seccomp".to_string(), seccomp);
+            let userns = match self.sandboxes().user_namespaces() {
+                Ok(()) => serde_json::json!({"supported": true}),
+                Err(why) => serde_json::json!({"supported": false, "reason": why}),
+            };
+            info.insert("userNamespaces".to_string(), userns.to_string());
         }
         Ok(proto::StatusResponse {
             status: Some(proto::RuntimeStatus { conditions }),
             info,
-            // The default handler (the built-in executor): rro via mount_setattr(2).
+            // The default handler (the built-in executor): rro via mount_setattr(2); user
+            // namespaces where the start-up probe found idmapped mounts for them.
             runtime_handlers: vec![proto::RuntimeHandler {
                 name: String::new(),
                 features: Some(proto::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: self.sandboxes().user_namespaces().is_ok(),
                 }),
             }],
             // Strict is honoured (no /etc/group look-up) and ContainerStatus.user reports

@@ -26,6 +26,7 @@
 
 mod apparmor;
 mod caps;
+mod idmap;
 mod process;
 mod rootfs;
 mod seccomp;
@@ -166,14 +167,18 @@ pub fn create(opts: CreateOptions<'_>) -> Result<Created, InitError> {
     };
     let confinement = Confinement::new(&spec, process)?;
     let process = process::Plan::new(process, opts.tty)?;
-    let rootfs = rootfs::Plan::new(&spec, opts.bundle, opts.rootfs, opts.tty)?;
-    let namespaces = Namespaces::for_create(&spec)?;
+    let mut rootfs = rootfs::Plan::new(&spec, opts.bundle, opts.rootfs, opts.tty)?;
+    let mut namespaces = Namespaces::for_create(&spec)?;
+    // Made here, by the host's root: the init cannot once it is in the user namespace.
+    rootfs.prepare_idmapped()?;
+    namespaces.chdir = rootfs.enter_first().map(Path::to_path_buf);
 
     let (sync_r, sync_w) = pipe()?;
     let (start_r, start_w) = pipe()?;
     let stdio = opts.stdio;
     let mut keep = stdio.raw().to_vec();
     keep.extend([sync_w.as_raw_fd(), start_r.as_raw_fd()]);
+    keep.extend(rootfs.keep_fds());
     let pid = spawn(&namespaces, opts.cgroup_procs, &keep, deadline, move || {
         init_main(&rootfs, &process, &confinement, stdio, sync_w, start_r)
     })?;
@@ -291,6 +296,9 @@ fn failure(outcome: Result<Option<String>, InitError>, pid: Pid, who: &str) -> I
 struct Namespaces {
     joins: Vec<(File, CloneFlags, String)>,
     unshare: CloneFlags,
+    /// A enters this dir before the joins: after its unshare, its working dir is the
+    /// same dir in the new mount namespace, which B inherits.
+    chdir: Option<PathBuf>,
 }
 
 impl Namespaces {
@@ -330,7 +338,11 @@ impl Namespaces {
                 None => unshare.insert(flag),
             }
         }
-        Ok(Namespaces { joins, unshare })
+        Ok(Namespaces {
+            joins,
+            unshare,
+            chdir: None,
+        })
     }
 
     /// The namespaces of `pid` that differ from the caller's: user first, pid last.
@@ -373,8 +385,64 @@ impl Namespaces {
         Ok(Namespaces {
             joins,
             unshare: CloneFlags::empty(),
+            chdir: None,
         })
     }
+}
+
+impl Namespaces {
+    /// Whether a user namespace is joined (first, as `for_create`/`for_exec` order them).
+    fn joins_user(&self) -> bool {
+        self.joins
+            .iter()
+            .any(|(_, flag, _)| *flag == CloneFlags::CLONE_NEWUSER)
+    }
+}
+
+/// Root of the user namespace just joined: gid, no supplementary groups, uid 0 there.
+/// setns(2) keeps the host's ids, and the host's root is unmapped inside.
+pub(in crate::shim) fn become_userns_root() -> nix::Result<()> {
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setresgid(root, root, root)?;
+    let root = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root)
+}
+
+/// The cgroup2 dir of `procs`, open for clone3's CLONE_INTO_CGROUP.
+fn open_cgroup_dir(procs: &Path) -> Result<OwnedFd, InitError> {
+    let dir = procs.parent().unwrap_or(Path::new("/"));
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| InitError::step(format_args!("opening {}", dir.display()), e))?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether this kernel and these filesystems can run a container in a user namespace:
+/// idmapped mounts on `layers_dir` (the image snapshots' filesystem) and `state_dir` (the
+/// pod files'), a tmpfs (shm) and an overlay over idmapped layers. `userns`: a user
+/// namespace with a mapping. Makes and removes a scratch dir in `layers_dir`.
+pub fn probe_user_namespaces(
+    layers_dir: &Path,
+    state_dir: &Path,
+    userns: &File,
+) -> Result<(), String> {
+    let userns = userns
+        .try_clone()
+        .map(OwnedFd::from)
+        .map_err(|e| format!("dup: {e}"))?;
+    let scratch = layers_dir.join(format!(".userns-probe-{}", std::process::id()));
+    let made = ["lower", "upper", "work"]
+        .iter()
+        .try_for_each(|d| std::fs::create_dir_all(scratch.join(d)))
+        .map_err(|e| format!("creating {}: {e}", scratch.display()));
+    let probed = made.and_then(|()| idmap::probe(&scratch, state_dir, &userns));
+    let _ = std::fs::remove_dir_all(&scratch);
+    probed
 }
 
 fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
@@ -402,16 +470,31 @@ fn spawn<F: FnOnce() -> std::convert::Infallible>(
     b: F,
 ) -> Result<Pid, InitError> {
     let (report_r, report_w) = pipe()?;
-    // SAFETY: the shim is single-threaded, so the child is a complete copy that may
-    // allocate and run any code; it never returns into the caller (`intermediate`
-    // diverges, and catches panics).
-    let a = match unsafe { fork() } {
-        Err(e) => return Err(InitError::step("fork", e)),
-        Ok(ForkResult::Child) => {
-            drop(report_r);
-            intermediate(namespaces, cgroup_procs, keep, report_w, b)
+    let v2 = cgroup_v2_procs(cgroup_procs).next();
+    let a = match v2.filter(|_| namespaces.joins_user()) {
+        // A joins the user namespace before it clones B, and may then no longer write to
+        // the cgroup: it is born in the cgroup2 dir instead (v1 ones it joins itself first).
+        Some(procs) => {
+            let dir = open_cgroup_dir(procs)?;
+            match fork_into(&dir, procs)? {
+                None => {
+                    drop(report_r);
+                    intermediate(namespaces, cgroup_procs, keep, report_w, b)
+                }
+                Some(child) => child,
+            }
         }
-        Ok(ForkResult::Parent { child }) => child,
+        // SAFETY: the shim is single-threaded, so the child is a complete copy that may
+        // allocate and run any code; it never returns into the caller (`intermediate`
+        // diverges, and catches panics).
+        None => match unsafe { fork() } {
+            Err(e) => return Err(InitError::step("fork", e)),
+            Ok(ForkResult::Child) => {
+                drop(report_r);
+                intermediate(namespaces, cgroup_procs, keep, report_w, b)
+            }
+            Ok(ForkResult::Parent { child }) => child,
+        },
     };
     drop(report_w);
     // B's ends of the pipes, moved into `b`: closed here so that the caller sees end of
@@ -447,9 +530,24 @@ fn intermediate<F: FnOnce() -> std::convert::Infallible>(
     kept.extend(namespaces.joins.iter().map(|(file, _, _)| file.as_raw_fd()));
     close_fds_except(&kept);
     let result = guard(|| {
-        let into_cgroup = join_cgroups(cgroup_procs)?;
+        let mut into_cgroup = join_cgroups(cgroup_procs)?;
+        if namespaces.joins_user() {
+            // A was born in the cgroup2 dir (see `spawn`): once in the user namespace it
+            // could not clone B into it (its cgroup.procs is the host root's).
+            into_cgroup = None;
+        }
+        if let Some(dir) = &namespaces.chdir {
+            nix::unistd::chdir(dir)
+                .map_err(|e| InitError::step(format_args!("chdir {}", dir.display()), e))?;
+        }
         for (file, flag, what) in &namespaces.joins {
             setns(file.as_fd(), *flag).map_err(|e| InitError::step(what, e))?;
+            if *flag == CloneFlags::CLONE_NEWUSER {
+                // The host's root is unmapped inside: files it made would be refused
+                // (EOVERFLOW) and it would stay the host's root on the host.
+                become_userns_root()
+                    .map_err(|e| InitError::step("becoming root of the user namespace", e))?;
+            }
         }
         if !namespaces.unshare.is_empty() {
             unshare(namespaces.unshare).map_err(|e| {
@@ -711,7 +809,10 @@ fn init_main(
         process::reset_signals();
         process::set_oom_score_adj(process.oom_score_adj)?;
         process::setup_stdio(stdio, process.tty)?;
-        close_fds_except(&keep);
+        // The idmapped mounts stay open until `enter` has attached them.
+        let mut mounting = keep.to_vec();
+        mounting.extend(rootfs.keep_fds());
+        close_fds_except(&mounting);
         rootfs.enter()?;
         process.ensure_cwd()?;
         rootfs.finish()?;

@@ -62,6 +62,9 @@ pub struct Plan<'a> {
     mounts: Vec<MountPlan<'a>>,
     devices: Vec<Device>,
     tty: bool,
+    /// For a container in a user namespace: the rootfs and mounts made idmapped by the
+    /// shim, attached instead of mounted.
+    idmapped: Option<super::idmap::Idmapped>,
 }
 
 #[derive(Debug)]
@@ -196,7 +199,29 @@ impl<'a> Plan<'a> {
             mounts,
             devices,
             tty,
+            idmapped: None,
         })
+    }
+
+    /// In the shim, before the fork: the idmapped mounts a container in a user namespace
+    /// needs (nothing otherwise). See [`super::idmap`].
+    pub fn prepare_idmapped(&mut self) -> Result<(), InitError> {
+        self.idmapped = super::idmap::Idmapped::prepare(self.spec, &self.target, self.overlay)?;
+        Ok(())
+    }
+
+    /// Where the intermediate must be when it unshares the mount namespace: the rootfs's
+    /// mount point, for a container in a user namespace (see `mount_overlay`).
+    pub fn enter_first(&self) -> Option<&Path> {
+        self.idmapped.as_ref().map(|_| self.target.as_path())
+    }
+
+    /// The fds the init must keep open until [`enter`](Self::enter) has attached them.
+    pub fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.idmapped
+            .as_ref()
+            .map(super::idmap::Idmapped::fds)
+            .unwrap_or_default()
     }
 
     /// Everything up to and including pivot_root; the working dir is `/` after it.
@@ -215,8 +240,13 @@ impl<'a> Plan<'a> {
             None::<&str>,
         )
         .map_err(|e| InitError::step("setting the propagation of /", e))?;
-        std::fs::create_dir_all(&self.target)
-            .map_err(|e| InitError::step(format_args!("creating {}", self.target.display()), e))?;
+        // In a user namespace the shim made it, and the bundle's path may not be
+        // searchable by this process: everything goes through the shim's fds then.
+        if self.idmapped.is_none() {
+            std::fs::create_dir_all(&self.target).map_err(|e| {
+                InitError::step(format_args!("creating {}", self.target.display()), e)
+            })?;
+        }
         if self.propagation == MsFlags::MS_SHARED {
             // ...but the mount holding the rootfs must not pass the overlay (and the mounts
             // under it) back to the host, and pivot_root refuses a shared parent.
@@ -232,13 +262,17 @@ impl<'a> Plan<'a> {
             .map_err(|e| InitError::step("making the rootfs's parent mount private", e))?;
         }
         self.mount_overlay()?;
-        let root = Root::at(&self.target)?;
+        let idmapped = self.idmapped.as_ref();
+        let root = match idmapped {
+            Some(i) => Root::mounted(&i.rootfs, &self.target)?,
+            None => Root::at(&self.target)?,
+        };
         for m in &self.mounts {
-            m.apply(&root)?;
+            m.apply(&root, idmapped.and_then(|i| i.mount(m.index)))?;
         }
         self.make_dev(&root)?;
         drop(root);
-        pivot(&self.target)
+        pivot(&self.target, idmapped.map(|i| &i.rootfs))
     }
 
     /// After pivot_root: sysctls, read-only paths, masked paths, the read-only root, the
@@ -306,6 +340,14 @@ impl<'a> Plan<'a> {
                 e,
             )
         };
+        if let Some(idmapped) = &self.idmapped {
+            // The intermediate entered the target before it unshared the mount namespace,
+            // so the working dir is the target in this namespace (its path may not be
+            // searchable from the user namespace; an fd the shim opened would name the
+            // shim's namespace, where move_mount refuses it).
+            let here = open_path(Path::new(".")).map_err(failed)?;
+            return super::idmap::attach(&idmapped.rootfs, &here).map_err(failed);
+        }
         if o.upper.as_os_str().is_empty() && o.lower.len() == 1 {
             // One layer and nowhere to write: the layer itself, which must stay untouched.
             let layer = &o.lower[0];
@@ -415,7 +457,8 @@ impl<'a> Plan<'a> {
 }
 
 impl MountPlan<'_> {
-    fn apply(&self, root: &Root) -> Result<(), InitError> {
+    /// `detached`: the idmapped mount the shim made for it, attached instead.
+    fn apply(&self, root: &Root, detached: Option<&OwnedFd>) -> Result<(), InitError> {
         let dest = &self.destination;
         let what = format!(
             "mounts[{}] ({} on {})",
@@ -431,7 +474,15 @@ impl MountPlan<'_> {
         let target_path = fd_path(&target);
         let opts = &self.options;
         let mut rro = opts.rro;
-        if self.bind {
+        if let Some(detached) = detached {
+            super::idmap::attach(detached, &target)
+                .map_err(|e| failed("attaching its idmapped mount", e))?;
+            drop(target);
+            if self.bind && (!opts.set.is_empty() || !opts.clear.is_empty()) {
+                let fresh = root.open(dest).map_err(|e| failed("reopening", e))?;
+                remount(&fresh, opts.set, opts.clear).map_err(|e| failed("remount", e))?;
+            }
+        } else if self.bind {
             let source = self.source.as_deref().unwrap_or(Path::new(""));
             let rec = if opts.recursive {
                 MsFlags::MS_REC
@@ -697,7 +748,7 @@ fn make_device(root: &Root, device: &Device) -> Result<(), Errno> {
 /// pivot_root into `target` and drop the old root, as runc does: the old root is stacked
 /// on `.` by pivot_root(".", "."), made a slave so that its unmount reaches nothing
 /// outside, and detached.
-fn pivot(target: &Path) -> Result<(), InitError> {
+fn pivot(target: &Path, attached: Option<&OwnedFd>) -> Result<(), InitError> {
     let old_root = nix::fcntl::open(
         "/",
         OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -706,7 +757,12 @@ fn pivot(target: &Path) -> Result<(), InitError> {
     .map_err(|e| InitError::step("opening the old root", e))?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     let old_root = unsafe { OwnedFd::from_raw_fd(old_root) };
-    chdir(target).map_err(|e| InitError::step(format_args!("chdir {}", target.display()), e))?;
+    match attached {
+        // The attached rootfs's own fd: its path may not be searchable from here.
+        Some(fd) => nix::unistd::fchdir(fd.as_raw_fd()),
+        None => chdir(target),
+    }
+    .map_err(|e| InitError::step(format_args!("chdir {}", target.display()), e))?;
     pivot_root(".", ".").map_err(|e| InitError::step("pivot_root", e))?;
     // As runc: what "." is after pivot_root is not promised; step onto the old root by
     // its fd, so that making it a slave cannot touch the new root's mounts (a
@@ -784,6 +840,22 @@ struct Root {
 }
 
 impl Root {
+    /// The root of `mount`, a detached mount now attached on `path`.
+    fn mounted(mount: &OwnedFd, path: &Path) -> Result<Self, InitError> {
+        let fd = nix::fcntl::openat(
+            Some(mount.as_raw_fd()),
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| InitError::step(format_args!("opening {}", path.display()), e))?;
+        Ok(Root {
+            // SAFETY: `openat` just returned this fd and nothing else owns it.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+        })
+    }
+
     fn at(path: &Path) -> Result<Self, InitError> {
         let fd = open_path(path)
             .map_err(|e| InitError::step(format_args!("opening {}", path.display()), e))?;
@@ -1050,6 +1122,8 @@ impl Options {
                     o.rro = true;
                     continue;
                 }
+                // Marks a bind the shim idmaps (super::idmap); nothing for mount(2).
+                "idmap" | "ridmap" => continue,
                 "defaults" | "remount" => continue,
                 _ => {
                     o.data.push(option.clone());
