@@ -591,31 +591,20 @@ pub async fn ws_send(ws: &mut Ws, channel: u8, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Read every message until the server closes: the bytes per channel (binary framing),
-/// and the v5 close signals seen.
-pub async fn ws_read_all(ws: &mut Ws) -> Result<(HashMap<u8, Vec<u8>>, Vec<u8>)> {
+/// Read every message until the server's Close frame (client-go reads anything else as an
+/// error): the bytes per channel (binary framing). A `[255, n]` close signal would show as
+/// channel 255: the server sends none.
+pub async fn ws_read_all(ws: &mut Ws) -> Result<HashMap<u8, Vec<u8>>> {
     let mut out: HashMap<u8, Vec<u8>> = HashMap::new();
-    let mut closes = Vec::new();
     loop {
-        let m = tokio::time::timeout(WAIT, ws.next()).await?;
-        match m {
+        match tokio::time::timeout(WAIT, ws.next()).await? {
             Some(Ok(Message::Binary(b))) if !b.is_empty() => {
-                if b[0] == 255 && b.len() == 2 {
-                    closes.push(b[1]);
-                } else {
-                    out.entry(b[0]).or_default().extend_from_slice(&b[1..]);
-                }
+                out.entry(b[0]).or_default().extend_from_slice(&b[1..]);
             }
-            Some(Ok(Message::Close(_))) | None => return Ok((out, closes)),
+            Some(Ok(Message::Close(_))) => return Ok(out),
+            None => bail!("the connection ended without a Close frame: {out:?}"),
             Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                // A close without the closing handshake still ends the session.
-                let text = e.to_string();
-                if text.contains("closed") || text.contains("Connection reset") {
-                    return Ok((out, closes));
-                }
-                return Err(e.into());
-            }
+            Some(Err(e)) => return Err(e.into()),
         }
     }
 }

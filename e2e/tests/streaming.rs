@@ -352,7 +352,11 @@ async fn ws_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     ensure!(chosen == "v5.channel.k8s.io", "negotiated {chosen:?}");
     ws_send(&mut ws, 0, b"via websocket\n").await?;
     ws_send(&mut ws, 255, &[0]).await?;
-    let (got, _) = ws_read_all(&mut ws).await?;
+    let got = ws_read_all(&mut ws).await?;
+    ensure!(
+        !got.contains_key(&255),
+        "the server sent a close signal: {got:?}"
+    );
     ensure!(
         got.get(&1).map(Vec::as_slice) == Some(&b"via websocket\n"[..]),
         "stdout {got:?}"
@@ -370,7 +374,11 @@ async fn ws_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
     let url = exec_url(cri, ctr, &["echo", "four"], false, false).await?;
     let (chosen, mut ws) = ws_connect(&url, &[V4]).await?;
     ensure!(chosen == V4, "negotiated {chosen:?}");
-    let (got, _) = ws_read_all(&mut ws).await?;
+    let got = ws_read_all(&mut ws).await?;
+    ensure!(
+        !got.contains_key(&255),
+        "the server sent a close signal: {got:?}"
+    );
     ensure!(
         got.get(&1).map(Vec::as_slice) == Some(&b"four\n"[..]),
         "stdout {got:?}"
@@ -394,7 +402,8 @@ async fn ws_exec(cri: &mut Cri, ctr: &str) -> Result<()> {
                     stdout.extend(base64::engine::general_purpose::STANDARD.decode(rest)?);
                 }
             }
-            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) => break,
+            Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
     }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
@@ -79,14 +80,11 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// Copy a descriptor to the client until its end (or the client's), then close the stream.
-/// Returns the bytes copied.
-pub async fn copy_out(fd: Fd, mut out: Outbound) -> u64 {
-    let mut total = 0u64;
+pub async fn copy_out(fd: Arc<Fd>, mut out: Outbound) {
     loop {
         match fd.read().await {
             Ok(chunk) if chunk.is_empty() => break,
             Ok(chunk) => {
-                total += chunk.len() as u64;
                 if out.send(chunk).await.is_err() {
                     break;
                 }
@@ -98,13 +96,12 @@ pub async fn copy_out(fd: Fd, mut out: Outbound) -> u64 {
         }
     }
     out.close().await;
-    total
 }
 
-/// Copy the client's bytes into a descriptor until the client closes its side; the
-/// descriptor is closed then (unless it is a pty master shared with the output: the
-/// caller keeps its own for that).
-pub async fn copy_in(mut input: Inbound, fd: Fd) {
+/// Copy the client's bytes into a descriptor until the client closes its side; this copy's
+/// reference to the descriptor goes then (a pipe closes; a pty master stays open while the
+/// output shares it).
+pub async fn copy_in(mut input: Inbound, fd: Arc<Fd>) {
     while let Some(chunk) = input.recv().await {
         if let Err(e) = fd.write_all(&chunk).await {
             tracing::debug!(error = %e, "writing the client's input");

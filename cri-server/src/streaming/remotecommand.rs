@@ -58,7 +58,7 @@ impl Remote {
 /// The copies between the client and the process's descriptors.
 struct Pumps {
     /// Output copies (stdout, stderr): the exec or attach is over when they end.
-    outputs: JoinSet<u64>,
+    outputs: JoinSet<()>,
     /// Input and resize: they end with the client or the process.
     inputs: JoinSet<()>,
     /// The stdin descriptor when the caller copies the input itself.
@@ -79,28 +79,19 @@ impl Pumps {
     ) -> std::io::Result<Pumps> {
         let mut outputs = JoinSet::new();
         let mut inputs = JoinSet::new();
-        let pty = fds
-            .pty
-            .take()
-            .map(|fd| Fd::new(fd, true))
-            .transpose()?
-            .map(Arc::new);
-        let stdout = match (fds.stdout.take(), &pty) {
-            (Some(fd), _) => Some(Pumped::Own(Fd::new(fd, false)?)),
-            (None, Some(p)) => Some(Pumped::Shared(p.clone())),
-            (None, None) => None,
+        // One Fd per descriptor; the pty is shared by output, input and resize.
+        let own = |fd: Option<std::os::fd::OwnedFd>, pty: bool| {
+            fd.map(|fd| Fd::new(fd, pty).map(Arc::new)).transpose()
         };
+        let pty = own(fds.pty.take(), true)?;
+        let stdout = own(fds.stdout.take(), false)?.or_else(|| pty.clone());
         if let (Some(fd), Some(out)) = (stdout, remote.stdout.take()) {
-            outputs.spawn(fd.copy_out(out));
+            outputs.spawn(copy_out(fd, out));
         }
-        if let (Some(fd), Some(out)) = (fds.stderr.take(), remote.stderr.take()) {
-            outputs.spawn(copy_out(Fd::new(fd, false)?, out));
+        if let (Some(fd), Some(out)) = (own(fds.stderr.take(), false)?, remote.stderr.take()) {
+            outputs.spawn(copy_out(fd, out));
         }
-        let stdin = match (fds.stdin.take(), &pty) {
-            (Some(fd), _) => Some(Arc::new(Fd::new(fd, tty)?)),
-            (None, Some(p)) => Some(p.clone()),
-            (None, None) => None,
-        };
+        let stdin = own(fds.stdin.take(), tty)?.or_else(|| pty.clone());
         let resize_to = pty.clone().or_else(|| stdin.clone().filter(|_| tty));
         if let (Some(p), Some(resize)) = (resize_to, remote.resize.take()) {
             inputs.spawn(resize_events(resize, p));
@@ -109,7 +100,7 @@ impl Pumps {
         if let Some(fd) = stdin {
             if take_stdin {
                 if let Some(input) = remote.stdin.take() {
-                    inputs.spawn(Pumped::Shared(fd).copy_in(input));
+                    inputs.spawn(copy_in(input, fd));
                 }
             } else {
                 kept = Some(fd);
@@ -126,50 +117,6 @@ impl Pumps {
     async fn outputs_done(&mut self) {
         while self.outputs.join_next().await.is_some() {}
     }
-}
-
-/// A descriptor of its own, or the pty shared by input, output and resize.
-enum Pumped {
-    Own(Fd),
-    Shared(Arc<Fd>),
-}
-
-impl Pumped {
-    async fn copy_out(self, out: Outbound) -> u64 {
-        match self {
-            Pumped::Own(fd) => copy_out(fd, out).await,
-            Pumped::Shared(fd) => copy_shared_out(&fd, out).await,
-        }
-    }
-
-    async fn copy_in(self, input: Inbound) {
-        match self {
-            Pumped::Own(fd) => copy_in(input, fd).await,
-            Pumped::Shared(fd) => {
-                let mut input = input;
-                while let Some(chunk) = input.recv().await {
-                    if fd.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn copy_shared_out(fd: &Fd, mut out: Outbound) -> u64 {
-    let mut total = 0;
-    while let Ok(chunk) = fd.read().await {
-        if chunk.is_empty() {
-            break;
-        }
-        total += chunk.len() as u64;
-        if out.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    out.close().await;
-    total
 }
 
 /// Terminal sizes as the client sends them: JSON objects one after another

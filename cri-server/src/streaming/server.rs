@@ -155,7 +155,7 @@ fn spdy_upgrade(
                         spdy_portforward(state, req.pod_sandbox_id, io).await
                     }
                     Pending::Exec(req) => {
-                        let session = SpdyStreams::open(
+                        let session = open_spdy_streams(
                             io,
                             &version,
                             req.stdin,
@@ -170,7 +170,7 @@ fn spdy_upgrade(
                         }
                     }
                     Pending::Attach(req) => {
-                        let session = SpdyStreams::open(
+                        let session = open_spdy_streams(
                             io,
                             &version,
                             req.stdin,
@@ -214,96 +214,89 @@ impl SpdyTail {
     }
 }
 
-struct SpdyStreams;
-
-impl SpdyStreams {
-    /// Wait for the streams a remote-command client of `version` opens for these options.
-    async fn open<IO>(
-        io: IO,
-        version: &str,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        tty: bool,
-    ) -> Option<(Remote, SpdyTail)>
-    where
-        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let mut session = spdy::Session::start(io);
-        let resize = tty && matches!(version, "v4.channel.k8s.io" | "v3.channel.k8s.io");
-        let expected = 1
-            + usize::from(stdin)
-            + usize::from(stdout)
-            + usize::from(stderr)
-            + usize::from(resize);
-        let format = if version == "v4.channel.k8s.io" {
-            StatusFormat::Json
-        } else {
-            StatusFormat::Text
-        };
-        let closed = CancellationToken::new();
-        let mut remote = Remote {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            resize: None,
-            error: None,
-            format,
-            closed: closed.clone(),
-        };
-        let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
-        tokio::pin!(deadline);
-        let mut received = 0;
-        while received < expected {
-            let stream = tokio::select! {
-                s = session.next_stream() => s?,
-                () = &mut deadline => {
-                    tracing::debug!(received, expected, "timed out waiting for the client to create streams");
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
-                    return None;
-                }
-            };
-            let kind = stream
-                .header("streamtype")
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let (input, output) = match kind.as_str() {
-                "error" | "stdin" | "stdout" | "stderr" | "resize" => stream.accept().await,
-                other => {
-                    tracing::debug!(stream_type = other, "an unexpected stream type");
-                    stream.reset(spdy::frame::status::REFUSED_STREAM).await;
-                    continue;
-                }
-            };
-            match kind.as_str() {
-                "error" => remote.error = Some(output),
-                "stdin" => remote.stdin = Some(input),
-                "stdout" => remote.stdout = Some(output),
-                "stderr" => remote.stderr = Some(output),
-                _ => remote.resize = Some(input),
+/// Wait for the streams a remote-command client of `version` opens for these options.
+async fn open_spdy_streams<IO>(
+    io: IO,
+    version: &str,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> Option<(Remote, SpdyTail)>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut session = spdy::Session::start(io);
+    let resize = tty && matches!(version, "v4.channel.k8s.io" | "v3.channel.k8s.io");
+    let expected =
+        1 + usize::from(stdin) + usize::from(stdout) + usize::from(stderr) + usize::from(resize);
+    let format = if version == "v4.channel.k8s.io" {
+        StatusFormat::Json
+    } else {
+        StatusFormat::Text
+    };
+    let closed = CancellationToken::new();
+    let mut remote = Remote {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        resize: None,
+        error: None,
+        format,
+        closed: closed.clone(),
+    };
+    let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut received = 0;
+    while received < expected {
+        let stream = tokio::select! {
+            s = session.next_stream() => s?,
+            () = &mut deadline => {
+                tracing::debug!(received, expected, "timed out waiting for the client to create streams");
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+                return None;
             }
-            received += 1;
+        };
+        let kind = stream
+            .header("streamtype")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let (input, output) = match kind.as_str() {
+            "error" | "stdin" | "stdout" | "stderr" | "resize" => stream.accept().await,
+            other => {
+                tracing::debug!(stream_type = other, "an unexpected stream type");
+                stream.reset(spdy::frame::status::REFUSED_STREAM).await;
+                continue;
+            }
+        };
+        match kind.as_str() {
+            "error" => remote.error = Some(output),
+            "stdin" => remote.stdin = Some(input),
+            "stdout" => remote.stdout = Some(output),
+            "stderr" => remote.stderr = Some(output),
+            _ => remote.resize = Some(input),
         }
-        let done = CancellationToken::new();
-        let tail_done = done.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    s = session.next_stream() => match s {
-                        Some(s) => s.reset(spdy::frame::status::REFUSED_STREAM).await,
-                        None => break,
-                    },
-                    () = tail_done.cancelled() => {
-                        // A client that stopped reading would hold the close for ever.
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
-                        break;
-                    }
+        received += 1;
+    }
+    let done = CancellationToken::new();
+    let tail_done = done.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                s = session.next_stream() => match s {
+                    Some(s) => s.reset(spdy::frame::status::REFUSED_STREAM).await,
+                    None => break,
+                },
+                () = tail_done.cancelled() => {
+                    // A client that stopped reading would hold the close for ever.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+                    break;
                 }
             }
-            closed.cancel();
-        });
-        Some((remote, SpdyTail { done }))
-    }
+        }
+        closed.cancel();
+    });
+    Some((remote, SpdyTail { done }))
 }
 
 /// One half of a port-forward connection as the client opened it.
