@@ -33,6 +33,68 @@ impl Cri {
         })
     }
 
+    /// RunPodSandbox with the default handler; the pod's id.
+    pub async fn run_pod(
+        &mut self,
+        config: &proto::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        Ok(self
+            .runtime
+            .run_pod_sandbox(proto::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
+    /// CreateContainer in `pod`; the container's id.
+    pub async fn create_container(
+        &mut self,
+        pod: &str,
+        pod_config: &proto::PodSandboxConfig,
+        config: proto::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        Ok(self
+            .runtime
+            .create_container(proto::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    pub async fn start_container(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .start_container(proto::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn stop_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .stop_pod_sandbox(proto::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.runtime
+            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// PullImage with optional credentials; returns the image id.
     pub async fn pull(
         &mut self,

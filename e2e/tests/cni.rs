@@ -122,14 +122,7 @@ fn pod_config(name: &str) -> proto::PodSandboxConfig {
 }
 
 async fn run(c: &mut Cri, config: proto::PodSandboxConfig) -> Result<String, tonic::Status> {
-    Ok(c.runtime
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id)
+    c.run_pod(&config).await
 }
 
 async fn status(c: &mut Cri, id: &str) -> Result<(proto::PodSandboxStatus, serde_json::Value)> {
@@ -158,21 +151,11 @@ async fn netns(c: &mut Cri, id: &str) -> Result<PathBuf> {
 }
 
 async fn stop(c: &mut Cri, id: &str) -> Result<(), tonic::Status> {
-    c.runtime
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .map(|_| ())
+    c.stop_pod(id).await
 }
 
 async fn remove(c: &mut Cri, id: &str) -> Result<(), tonic::Status> {
-    c.runtime
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await
-        .map(|_| ())
+    c.remove_pod(id).await
 }
 
 async fn stop_remove(c: &mut Cri, id: &str) -> Result<()> {

@@ -33,15 +33,7 @@ async fn run_pod(cri: &mut Cri, name: &str) -> Result<Pod> {
         hostname: name.into(),
         ..Default::default()
     };
-    let id = cri
-        .runtime
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let id = cri.run_pod(&config).await?;
     Ok(Pod { id, config })
 }
 
@@ -54,48 +46,28 @@ async fn start_container(
     tty: bool,
     stdin: bool,
 ) -> Result<String> {
-    let id = cri
-        .runtime
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(proto::ContainerConfig {
-                metadata: Some(proto::ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(spec(image)),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                tty,
-                stdin,
-                log_path: format!("{name}.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pod.config.clone()),
-        })
-        .await?
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(proto::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await?;
+    let config = proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(spec(image)),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    };
+    let id = cri.create_container(&pod.id, &pod.config, config).await?;
+    cri.start_container(&id).await?;
     Ok(id)
 }
 
-async fn remove_pod(cri: &mut Cri, pod: &Pod) {
-    let _ = cri
-        .runtime
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await;
-    let _ = cri
-        .runtime
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await;
+/// Stop and remove the pod; both must succeed (every exec, attach and forward is over).
+async fn remove_pod(cri: &mut Cri, pod: &Pod) -> Result<()> {
+    cri.stop_pod(&pod.id).await.context("StopPodSandbox")?;
+    cri.remove_pod(&pod.id).await.context("RemovePodSandbox")?;
+    Ok(())
 }
 
 async fn exec_url(
@@ -744,6 +716,7 @@ async fn exec_attach_and_port_forward_through_the_streaming_server() -> Result<(
     if result.is_err() {
         eprintln!("{}", daemon.log_tail(60));
     }
-    remove_pod(&mut cri, &pod).await;
-    result
+    let removed = remove_pod(&mut cri, &pod).await;
+    result?;
+    removed
 }

@@ -109,16 +109,7 @@ impl Env {
     }
 
     async fn run_pod(&mut self, config: &proto::PodSandboxConfig) -> Result<String, tonic::Status> {
-        Ok(self
-            .cri
-            .runtime
-            .run_pod_sandbox(proto::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id)
+        self.cri.run_pod(config).await
     }
 
     fn container_config(
@@ -153,27 +144,11 @@ impl Env {
         pod_config: &proto::PodSandboxConfig,
         config: proto::ContainerConfig,
     ) -> Result<String, tonic::Status> {
-        Ok(self
-            .cri
-            .runtime
-            .create_container(proto::CreateContainerRequest {
-                pod_sandbox_id: pod.into(),
-                config: Some(config),
-                sandbox_config: Some(pod_config.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id)
+        self.cri.create_container(pod, pod_config, config).await
     }
 
     async fn start(&mut self, id: &str) -> Result<()> {
-        self.cri
-            .runtime
-            .start_container(proto::StartContainerRequest {
-                container_id: id.into(),
-            })
-            .await?;
-        Ok(())
+        Ok(self.cri.start_container(id).await?)
     }
 
     /// ExecSync: (exit code, stdout, stderr).
@@ -217,19 +192,8 @@ impl Env {
     }
 
     async fn remove_pod(&mut self, pod: &str) -> Result<()> {
-        self.cri
-            .runtime
-            .stop_pod_sandbox(proto::StopPodSandboxRequest {
-                pod_sandbox_id: pod.into(),
-            })
-            .await?;
-        self.cri
-            .runtime
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.into(),
-            })
-            .await?;
-        Ok(())
+        self.cri.stop_pod(pod).await?;
+        Ok(self.cri.remove_pod(pod).await?)
     }
 
     /// Whether the daemon advertises user namespaces; the reason when it does not.

@@ -267,7 +267,10 @@ impl Sandboxes {
     pub async fn probe_user_namespaces(&mut self, layers_dir: &Path) {
         let layers_dir = layers_dir.to_path_buf();
         let state_dir = self.pods_dir.clone();
-        let probed = tokio::task::spawn_blocking(move || {
+        // The probe forks a namespace holder: on a thread of its own, never one of tokio's
+        // (see DESIGN.md), reporting back over a channel.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let probe = move || {
             let maps = UserNamespace {
                 uids: vec![IdMapping {
                     container_id: 0,
@@ -284,9 +287,18 @@ impl Sandboxes {
                 crate::shim::init::probe_user_namespaces(&layers_dir, &state_dir, userns)
             })
             .map_err(|e| e.to_string())?
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("probe task: {e}")));
+        };
+        let spawned = std::thread::Builder::new()
+            .name("corral-userns-probe".into())
+            .spawn(move || {
+                let _ = tx.send(probe());
+            });
+        let probed = match spawned {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| Err("the probe thread panicked".into())),
+            Err(e) => Err(format!("spawning the probe thread: {e}")),
+        };
         match &probed {
             Ok(()) => tracing::info!("pods may have their own user namespace"),
             Err(why) => tracing::warn!(%why, "pods with their own user namespace are refused"),
